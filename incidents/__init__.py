@@ -1,0 +1,1 @@
+"""One self-contained package per incident; incidents never import each other."""

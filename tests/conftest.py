@@ -1,0 +1,29 @@
+"""Test settings: offline, a throw-away cache, and the shared mirror standing in for the network."""
+
+import os
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_MIRROR = REPO.parent / "shared" / "mirror"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def offline_lab(tmp_path_factory):
+    """Every test runs offline against the mirror, with a fresh cache for the session."""
+    mirror = Path(os.environ.get("AUTOPSY_MIRROR", DEFAULT_MIRROR))
+    if not (mirror / "SHA256SUMS").is_file():
+        pytest.exit(f"the asset mirror was not found at {mirror}; set AUTOPSY_MIRROR", returncode=2)
+    os.environ["AUTOPSY_MIRROR"] = str(mirror)
+    os.environ["AUTOPSY_OFFLINE"] = "1"
+    os.environ.setdefault("AUTOPSY_CACHE", str(tmp_path_factory.mktemp("autopsy-cache")))
+    yield mirror
+
+
+@pytest.fixture(scope="session")
+def mirror(offline_lab) -> Path:
+    return offline_lab
