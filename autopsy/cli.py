@@ -1,0 +1,190 @@
+"""``autopsy``: list, inspect, fetch, run and report incidents; start the viewer.
+
+User errors (a missing asset, an unknown incident, a bad labels file, a story placeholder
+that does not resolve) print one message and exit 1; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from autopsy import registry
+from autopsy.assets import AssetError, fetch, is_available
+from autopsy.data import ImageError
+from autopsy.runs import RunPaths
+from autopsy.story import StoryError
+
+USER_ERRORS = (AssetError, registry.RegistryError, StoryError, ImageError, ValueError, FileNotFoundError)
+APP_SCRIPT = Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py"
+
+
+def cmd_list(args) -> int:
+    for slug, incident in registry.discover().items():
+        ran = RunPaths(Path(args.out), slug).metrics.is_file()
+        print(f"{slug:<16} {incident.date:<10} {incident.title}")
+        print(f"{'':<16} {'':<10} harm: {incident.harm}  [{'run found' if ran else 'not run yet'}]")
+    return 0
+
+
+def cmd_assets(args) -> int:
+    incidents = registry.discover()
+    slugs = [args.slug] if args.slug else list(incidents)
+    for slug in slugs:
+        incident = registry.get(slug, incidents)
+        assets = incident.assets(args.profile)
+        print(f"# {slug} ({args.profile} profile): {len(assets)} pinned file(s)")
+        shown = assets if args.all_files else _one_per_group(assets)
+        for asset in shown:
+            status = "available" if is_available(asset) else "not cached"
+            print(f"{asset.name}\n  url:     {asset.url}\n  sha256:  {asset.sha256}\n"
+                  f"  licence: {asset.licence}   [{status}]\n  cite:    {asset.citation}")
+        if len(shown) < len(assets):
+            print(f"  ... {len(assets) - len(shown)} more files of the same sets (--all-files lists them)")
+    return 0
+
+
+def _one_per_group(assets):
+    seen, shown = set(), []
+    for asset in assets:
+        group = asset.name.split("/")[0]
+        if group not in seen:
+            seen.add(group)
+            shown.append(asset)
+    return shown
+
+
+def cmd_fetch(args) -> int:
+    from tqdm import tqdm
+
+    incidents = registry.discover()
+    if not args.all and not args.slug:
+        raise ValueError("name an incident (autopsy fetch SLUG) or pass --all")
+    slugs = list(incidents) if args.all else [args.slug]
+    for slug in slugs:
+        assets = registry.get(slug, incidents).assets(args.profile)
+        for asset in tqdm(assets, desc=f"{slug}: verifying", unit="file", disable=len(assets) < 5):
+            fetch(asset)
+        print(f"{slug}: {len(assets)} file(s) present and verified")
+    return 0
+
+
+def _params(args) -> dict:
+    params = {}
+    if args.params:
+        path = Path(args.params)
+        if not path.is_file():
+            raise FileNotFoundError(f"parameters file {path} does not exist")
+        params = (yaml.safe_load(path.read_text()) or {}).get(args.slug, {})
+    params["profile"] = args.profile
+    if args.images or args.labels:
+        if not (args.images and args.labels):
+            raise ValueError("bring-your-own needs both --images DIR and --labels CSV")
+        params.update(images=str(args.images), labels=str(args.labels), profile="custom")
+    if args.limit is not None:
+        params["limit_per_group"] = args.limit
+    return params
+
+
+def cmd_run(args) -> int:
+    incident = registry.get(args.slug)
+    if args.profile not in incident.profiles:
+        raise ValueError(f"{args.slug} has no profile {args.profile!r}; choose one of {list(incident.profiles)}")
+    params = _params(args)
+    record = incident.investigate(Path(args.out), params)
+    paths = RunPaths(Path(args.out), args.slug)
+    print(f"{args.slug}: metrics written to {paths.metrics}, figures to {paths.outputs}/")
+    for line in record.get("summary", []):
+        print(f"  {line}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from autopsy import story
+
+    incident = registry.get(args.slug)
+    paths = RunPaths(Path(args.out), args.slug)
+    resolved = story.resolve(story.parse(incident.story), story.load_run(paths.metrics), paths.outputs)
+    destination = story.render_html(resolved, Path(args.html) if args.html else paths.report)
+    print(f"{args.slug}: report written to {destination}")
+    return 0
+
+
+def cmd_app(args) -> int:
+    if not APP_SCRIPT.is_file():
+        raise FileNotFoundError(
+            f"the viewer script {APP_SCRIPT} is missing; install the lab from a checkout with `pip install -e .`"
+        )
+    command = [sys.executable, "-m", "streamlit", "run", str(APP_SCRIPT), "--server.port", str(args.port),
+               "--server.headless", "true" if args.headless else "false", "--", "--out", str(Path(args.out).resolve())]
+    return subprocess.call(command)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autopsy",
+        description="AI Autopsy: re-run public AI incidents and investigate them. "
+                    "Offline use: set AUTOPSY_MIRROR to a folder holding the pinned files.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name, func, help_text):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    def out_option(p):
+        p.add_argument("--out", default=".", help="output root holding metrics/, outputs/, reports/ (default: .)")
+
+    p = add("list", cmd_list, "list the registered incidents and whether each has been run")
+    out_option(p)
+    p = add("assets", cmd_assets, "show the pinned artefacts (URL, SHA-256, licence, citation)")
+    p.add_argument("slug", nargs="?", help="one incident (default: all)")
+    p.add_argument("--profile", default="quick", choices=("quick", "paper"))
+    p.add_argument("--all-files", action="store_true", help="list every file of image sets")
+    p = add("fetch", cmd_fetch, "download (or copy from AUTOPSY_MIRROR) and verify an incident's assets")
+    p.add_argument("slug", nargs="?")
+    p.add_argument("--all", action="store_true", help="every incident")
+    p.add_argument("--profile", default="quick", choices=("quick", "paper"))
+    p = add("run", cmd_run, "run an incident's investigation: metrics/<slug>.json and outputs/<slug>/")
+    p.add_argument("slug")
+    p.add_argument("--profile", default="quick", choices=("quick", "paper"),
+                   help="quick: offline with the mirror, minutes on 2 cores; paper: the published protocol")
+    p.add_argument("--params", help="YAML file with a section per incident (e.g. params.yaml)")
+    p.add_argument("--images", type=Path, help="bring your own: a folder of photos")
+    p.add_argument("--labels", type=Path, help="bring your own: CSV with columns file,race,gender")
+    p.add_argument("--limit", type=int, help="at most N images per race x gender group (small runs)")
+    out_option(p)
+    p = add("report", cmd_report, "render the incident's story from its latest run as one HTML file")
+    p.add_argument("slug")
+    p.add_argument("--html", help="where to write the report (default: <out>/reports/<slug>.html)")
+    out_option(p)
+    p = add("app", cmd_app, "start the Streamlit narrative viewer")
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--headless", action="store_true", help="do not open a browser")
+    out_option(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except USER_ERRORS as err:
+        if args.debug:
+            raise
+        print(f"autopsy: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("autopsy: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

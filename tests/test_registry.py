@@ -1,0 +1,53 @@
+"""Incident discovery, and the contract every registered incident must meet."""
+
+import socket
+
+import pytest
+
+from autopsy import registry, story
+from autopsy.registry import RegistryError
+
+
+def test_discovery_finds_incidents_and_skips_plain_packages():
+    found = registry.discover("tests.fixtures.lab_fixture")
+    assert list(found) == ["alpha"]
+
+
+def test_duplicate_slug_is_an_error():
+    with pytest.raises(RegistryError, match="duplicate incident slug 'same'"):
+        registry.discover("tests.fixtures.lab_dupes")
+
+
+def test_unknown_slug_lists_known_ones():
+    with pytest.raises(RegistryError, match="known incidents: alpha"):
+        registry.get("nope", registry.discover("tests.fixtures.lab_fixture"))
+
+
+INCIDENTS = registry.discover()
+
+
+def test_the_lab_registers_its_incidents():
+    assert "twitter_crop" in INCIDENTS
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("network access attempted during a test that must be offline")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+@pytest.mark.parametrize("slug", sorted(INCIDENTS))
+def test_incident_contract(slug, no_network, tmp_path, monkeypatch):
+    incident = INCIDENTS[slug]
+    for profile in incident.profiles:
+        for asset in incident.assets(profile)[:50]:
+            assert asset.url.startswith("https://") and len(asset.sha256) == 64
+            assert asset.licence and asset.citation and asset.source_page
+    # a random-initialised model builds without any file: cache and mirror both empty
+    monkeypatch.setenv("AUTOPSY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("AUTOPSY_MIRROR", str(tmp_path / "mirror"))
+    assert incident.build_model(weights=None) is not None
+    parsed = story.parse(incident.story)
+    assert parsed.meta["slug"] == slug
