@@ -1,0 +1,224 @@
+"""Twitter crop explorer: the real saliency model on your photos.
+
+One photo: the saliency overlay with its most salient point, and the crops Twitter would show at
+its standard aspect ratios. A pair: the two photos joined as the published protocol does (left |
+right on a black canvas as tall as the taller), and swapped, with the face that wins each order.
+A skin-tone slider applies a controlled counterfactual edit to photo A; the attribution view
+shows which input pixels drive the winning point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import streamlit as st
+from PIL import Image
+
+from app import imaging, uploads
+
+ATTRIBUTION_METHODS = {"Gradient (fast)": "gradient", "Integrated gradients (slower, 16 steps)": "integrated_gradients"}
+OVERLAY_ALT = "Saliency map overlay"
+
+
+def _model_module():
+    from incidents.twitter_crop import model
+
+    return model
+
+
+@st.cache_resource(show_spinner="Loading Twitter's saliency model (fastgaze.vxm)…")
+def saliency_model():
+    """The fastgaze network, built once per process."""
+    return _model_module().build_model(weights="fastgaze")
+
+
+def aspect_ratios() -> tuple[float, ...]:
+    return tuple(getattr(_model_module(), "ASPECT_RATIOS", (0.56, 1.0, 1.14, 2.0)))
+
+
+@dataclass(frozen=True)
+class Analysis:
+    saliency: np.ndarray  # H x W at the image's resolution
+    point: tuple[int, int]  # (x, y), the most salient pixel
+
+
+@st.cache_data(max_entries=64, ttl=900, show_spinner="Computing the saliency map…")
+def analyse(key: str, _image: Image.Image, centre_prior: bool = False) -> Analysis:
+    """Saliency map and most salient point; cached by ``key`` (image digest plus edits)."""
+    m = _model_module()
+    saliency = np.asarray(m.saliency_map(_image, model=saliency_model(), centre_prior=centre_prior), dtype=np.float32)
+    x, y = m.salient_point(saliency)
+    return Analysis(saliency, (int(round(x)), int(round(y))))
+
+
+def join_pair(left: Image.Image, right: Image.Image) -> Image.Image:
+    """The published protocol's canvas: left | right on black, as tall as the taller."""
+    join = getattr(_model_module(), "join_pair", None) or getattr(_model_module(), "join_images", None)
+    if join is not None:
+        return join(left, right)
+    canvas = Image.new("RGB", (left.width + right.width, max(left.height, right.height)), (0, 0, 0))
+    canvas.paste(left, (0, 0))
+    canvas.paste(right, (left.width, 0))
+    return canvas
+
+
+@st.cache_data(max_entries=64, ttl=900, show_spinner=False)
+def overlay_png(key: str, _image: Image.Image, _analysis: Analysis, title: str = "") -> bytes:
+    return imaging.overlay_png(_image, _analysis.saliency, point=_analysis.point, title=title,
+                               colorbar_label="saliency (model output)")
+
+
+@st.cache_data(max_entries=32, ttl=900, show_spinner="Attributing the winning point…")
+def attribution(key: str, _image: Image.Image, point: tuple[int, int], method: str) -> np.ndarray:
+    """|attribution| of the model's output at ``point`` to each input pixel, at the image's resolution."""
+    import torch
+
+    from autopsy.saliency import attribute
+
+    m, model = _model_module(), saliency_model()
+    x = m.preprocess(_image)
+    x = x if x.ndim == 4 else x[None]
+    with torch.no_grad():
+        out_shape = model(x).shape[-2:]
+    oy = min(int(point[1] * out_shape[0] / _image.height), out_shape[0] - 1)
+    ox = min(int(point[0] * out_shape[1] / _image.width), out_shape[1] - 1)
+    kwargs = {"n_steps": 16, "internal_batch_size": 4} if method == "integrated_gradients" else {}
+    maps = attribute(model, x, target=lambda out: out[:, 0, oy, ox], method=method, **kwargs)
+    heat = np.abs(maps[0]).sum(0)
+    return imaging.resize_map(heat, _image.size)
+
+
+@st.cache_data(max_entries=32, ttl=900, show_spinner="Editing skin tone…")
+def skin_tone_edit(key: str, _image: Image.Image, level: int) -> tuple[Image.Image, dict]:
+    from autopsy import counterfactual
+
+    edited, record = counterfactual.edit_skin_tone(_image, target=level)
+    record = record if isinstance(record, dict) else getattr(record, "__dict__", {"record": str(record)})
+    return edited, {k: v for k, v in record.items() if isinstance(v, (int, float, str, bool))}
+
+
+# --------------------------------------------------------------------------- the page
+
+
+def show(lab, incident) -> None:
+    st.markdown(
+        "Run **Twitter's own saliency model** (`fastgaze.vxm`, ported to PyTorch) on photos of your choice. "
+        "The crop is centred on the most salient point, so whichever face holds that point is the one "
+        "people saw in the timeline."
+    )
+    try:
+        saliency_model()
+    except Exception as err:  # missing weights offline, or the model module not in this checkout
+        st.error(f"The saliency model is not available: {err}", icon=":material/error:")
+        return
+    mode = st.segmented_control("Mode", ["One photo", "Pair (published protocol)"], default="One photo",
+                                key="tw-mode", required=True)
+    edit_level = st.select_slider(
+        "Counterfactual: skin tone of photo A (Monk Skin Tone level; 'original' = no edit)",
+        options=["original", *range(1, 11)], value="original", key="tw-skin",
+        help="A controlled edit of the skin pixels only, to ask: does the model's choice follow skin tone?",
+    )
+    if mode == "One photo":
+        photo = uploads.choose_photo("Photo A", "tw-a")
+        if photo is None:
+            st.info("Upload a photo or pick one from your cache to start.", icon=":material/photo_camera:")
+            return
+        image, key = _edited(photo, edit_level)
+        single_view(image, key, photo)
+    else:
+        col_a, col_b = st.columns(2)
+        with col_a:
+            photo_a = uploads.choose_photo("Photo A", "tw-a")
+        with col_b:
+            photo_b = uploads.choose_photo("Photo B", "tw-b")
+        if photo_a is None or photo_b is None:
+            st.info("Choose two photos to compare.", icon=":material/photo_camera:")
+            return
+        image_a, key_a = _edited(photo_a, edit_level)
+        pair_view(image_a, key_a, photo_b.image, photo_b.digest)
+
+
+def _edited(photo: uploads.Photo, level) -> tuple[Image.Image, str]:
+    if level == "original":
+        return photo.image, photo.digest
+    try:
+        edited, record = skin_tone_edit(photo.digest, photo.image, int(level))
+    except ImportError:
+        st.warning("The counterfactual module (autopsy.counterfactual) is not in this checkout; showing the original.")
+        return photo.image, photo.digest
+    except Exception as err:
+        st.warning(f"The skin-tone edit could not be applied to this photo: {err}. Showing the original.")
+        return photo.image, photo.digest
+    described = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items())
+    st.caption(f"Photo A edited to Monk Skin Tone level {level}" + (f" ({described})" if described else ""))
+    return edited, f"{photo.digest}-mst{level}"
+
+
+def single_view(image: Image.Image, key: str, photo: uploads.Photo) -> None:
+    result = analyse(key, image)
+    left, right = st.columns([3, 2])
+    with left:
+        alt = f"{OVERLAY_ALT} of {photo.name}: the most salient point is at x={result.point[0]}, y={result.point[1]}"
+        st.image(overlay_png(key, image, result, "Saliency and most salient point"), alt=alt,
+                 caption=f"{OVERLAY_ALT}: brighter = more salient (cividis); the ring marks the most salient point.")
+        if photo.original_size != photo.image.size:
+            st.caption(f"Analysed at {image.width}×{image.height} (scaled down from "
+                       f"{photo.original_size[0]}×{photo.original_size[1]}).")
+    with right:
+        st.markdown("**The crops Twitter would show** (centred on the most salient point)")
+        crops_view(image, result.point)
+    attribution_view(image, key, result.point, "the most salient point")
+
+
+def crops_view(image: Image.Image, point: tuple[int, int]) -> None:
+    m = _model_module()
+    ratios = aspect_ratios()
+    columns = st.columns(2)
+    for i, ratio in enumerate(ratios):
+        box = tuple(int(v) for v in m.crop(image.size, point, ratio))
+        with columns[i % 2]:
+            st.image(image.crop(box), alt=f"Crop at aspect ratio {ratio:g}",
+                     caption=f"aspect ratio {ratio:g}: {box[2] - box[0]}×{box[3] - box[1]} px")
+
+
+def pair_view(image_a: Image.Image, key_a: str, image_b: Image.Image, key_b: str) -> None:
+    st.markdown("The published protocol pastes the two photos side by side on a black canvas and asks which "
+                "side holds the most salient point. Swapping the order shows whether position, not the face, decides.")
+    orders = [("A | B", image_a, image_b, key_a, key_b, ("A", "B")), ("B | A", image_b, image_a, key_b, key_a, ("B", "A"))]
+    winners = []
+    columns = st.columns(2)
+    for column, (label, left, right, kl, kr, names) in zip(columns, orders):
+        canvas = join_pair(left, right)
+        key = f"pair-{kl}-{kr}"
+        result = analyse(key, canvas)
+        winner = names[0] if result.point[0] < left.width else names[1]
+        winners.append((winner, canvas, key, result))
+        with column:
+            st.image(overlay_png(key, canvas, result, f"{label}: photo {winner} wins"),
+                     alt=f"{OVERLAY_ALT} of the pair {label}: photo {winner} holds the most salient point",
+                     caption=f"{OVERLAY_ALT}, order {label}: the most salient point falls on photo {winner}.")
+    if winners[0][0] == winners[1][0]:
+        st.success(f"Photo **{winners[0][0]}** wins in both orders: the choice follows the photo, not its position.",
+                   icon=":material/emoji_events:")
+    else:
+        st.warning("Each order picks a different photo: here **position**, not the face, decides.",
+                   icon=":material/swap_horiz:")
+    winner, canvas, key, result = winners[0]
+    attribution_view(canvas, key, result.point, f"the winning point (photo {winner}, order A | B)")
+
+
+def attribution_view(image: Image.Image, key: str, point: tuple[int, int], what: str) -> None:
+    with st.expander(f"Attribution: which pixels drive {what}?", expanded=False):
+        st.caption("Input attribution of the model's output at that point (Captum). Attribution maps are "
+                   "evidence only where they pass the sanity checks on the About page.")
+        label = st.radio("Method", list(ATTRIBUTION_METHODS), horizontal=True, key="tw-attr-method")
+        if not st.toggle("Compute the attribution", key="tw-attr-on"):
+            return
+        method = ATTRIBUTION_METHODS[label]
+        heat = attribution(key, image, point, method)
+        png = imaging.overlay_png(image, heat, point=point, title=f"{label.split(' (')[0]} attribution",
+                                  colorbar_label="|attribution| (normalised)", cmap="viridis")
+        st.image(png, alt=f"Attribution map ({method}) for {what}",
+                 caption=f"Attribution map ({label.split(' (')[0]}; viridis): brighter pixels change the output at "
+                         "the ring the most.")

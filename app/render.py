@@ -1,0 +1,67 @@
+"""Streamlit renderer of a resolved story: the same blocks as the HTML report (autopsy.story).
+
+Markdown blocks go to ``st.markdown``, figure blocks to ``st.image`` with the story's alt text
+as both the image's alt attribute and its caption.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+
+from autopsy import story as storylib
+from autopsy.data import PERCEIVED_LABELS_NOTE
+
+
+def resolved_story(story_path: Path, paths) -> storylib.ResolvedStory:
+    """Parse and resolve an incident's story against its latest run (raises StoryError)."""
+    return storylib.resolve(storylib.parse(story_path), storylib.load_run(paths.metrics), paths.outputs)
+
+
+def blocks(resolved: storylib.ResolvedStory) -> None:
+    for block in resolved.blocks:
+        if block.kind == "figure":
+            st.image(str(block.path), caption=block.text, alt=block.text)
+        else:
+            st.markdown(block.text)
+
+
+def perceived_labels_note() -> None:
+    st.info(PERCEIVED_LABELS_NOTE, icon=":material/info:")
+
+
+def byline(meta: dict, run: dict) -> str:
+    parts = [f"Incident date: {meta.get('date', '?')}"]
+    if meta.get("aiid"):
+        parts.append(f"AI Incident Database [#{meta['aiid']}](https://incidentdatabase.ai/cite/{meta['aiid']})")
+    parts.append(f"run: {run.get('profile', '?')} profile, {run.get('created', '?')}")
+    if run.get("git_commit"):
+        parts.append(f"commit `{run['git_commit'][:12]}`")
+    return " · ".join(parts)
+
+
+def report_bytes(resolved: storylib.ResolvedStory, paths) -> bytes:
+    """The HTML report: the exported file if it is newer than the run, else rendered now (in a temp dir)."""
+    report, metrics = Path(paths.report), Path(paths.metrics)
+    if report.is_file() and report.stat().st_mtime >= metrics.stat().st_mtime:
+        return report.read_bytes()
+    with tempfile.TemporaryDirectory(prefix="autopsy-report-") as tmp:
+        return storylib.render_html(resolved, Path(tmp) / "report.html").read_bytes()
+
+
+def provenance(run: dict) -> None:
+    rows = run.get("provenance") or []
+    if not rows:
+        st.caption("This run lists no pinned artefacts.")
+        return
+    st.dataframe(
+        [{"artefact": r.get("name"), "files": r.get("count"), "licence": r.get("licence"),
+          "SHA-256": r.get("sha256"), "citation": r.get("citation"), "source": r.get("source_page") or r.get("url")}
+         for r in rows],
+        hide_index=True,
+        column_config={"source": st.column_config.LinkColumn("source")},
+    )
+
+
