@@ -1,0 +1,845 @@
+"""TFLite flatbuffer -> plain ``torch.nn.Module``, checked against the reference runtime (LiteRT).
+
+Read this file top to bottom: parsing (:func:`read_tflite`) turns a ``.tflite`` file into a small,
+JSON-serialisable *spec* (the op list with options and parameter shapes) plus a dict of weights;
+:class:`TFLiteModule` builds plain torch modules from a spec (random-initialised, so a model can be
+built without any file) and :func:`load_tflite` does both and loads the weights.
+
+Layout convention (handled once, here)
+--------------------------------------
+TFLite stores images as NHWC; torch wants NCHW. **Every rank-4 tensor is NCHW inside and at the
+boundary of a** :class:`TFLiteModule`: inputs are given as NCHW and rank-4 outputs come back NCHW
+(for example Face Mesh's ``[1, 1, 1, 1404]`` output comes back ``[1, 1404, 1, 1]``). Tensors of any
+other rank keep TFLite's layout (BlazeFace's ``[1, 896, 16]`` regressors stay as they are). The ops
+that index axes (PAD, CONCATENATION, MEAN, RESHAPE, DEPTH_TO_SPACE) translate NHWC axes to NCHW.
+The batch dimension is free: a 1 in the file means "any batch size".
+
+Numerics follow TFLite's kernels: TF "SAME" padding is asymmetric (the extra row/column goes at the
+bottom/right) and is applied explicitly; RESIZE_BILINEAR implements TFLite's three coordinate
+conventions (``align_corners``, ``half_pixel_centers``, or neither, which torch has no mode for);
+AVERAGE_POOL_2D with SAME padding divides by the number of real (unpadded) pixels.
+
+Weights stored as float16 (DEQUANTIZE) or sparse (DENSIFY, TFLite's CSR sparsity format) are decoded
+once at conversion into float32 parameters, so the torch graph holds only the compute ops.
+
+Modules are named after the TFLite tensor each op produces (sanitised: ``conv2d_12``,
+``h_swish_3``...), kept in order in ``module.ops`` (an ``nn.ModuleDict``), so hooks and Grad-CAM can
+target them: ``module.ops["conv2d_12"]`` is an ``nn.Conv2d``. ``module.intermediates(x, names)``
+returns named intermediate tensors.
+
+Supported operators: see :data:`SUPPORTED_OPS`. Anything else, or a file that is not a valid TFLite
+flatbuffer, raises :class:`TFLiteConversionError` naming the operator and the file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "TFLiteConversionError",
+    "TFLiteModule",
+    "SUPPORTED_OPS",
+    "read_tflite",
+    "load_tflite",
+    "list_operators",
+]
+
+
+class TFLiteConversionError(ValueError):
+    """A TFLite file that cannot be converted; the message names the file and the operator."""
+
+
+# Ops folded into constants at conversion time, and ops that become torch modules.
+CONSTANT_OPS = ("DEQUANTIZE", "DENSIFY")
+COMPUTE_OPS = (
+    "CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "CUSTOM:Convolution2DTransposeBias",
+    "ADD", "SUB", "MUL",
+    "RELU", "RELU6", "PRELU", "HARD_SWISH", "LOGISTIC", "TANH",
+    "AVERAGE_POOL_2D", "MAX_POOL_2D", "MEAN", "PAD",
+    "RESIZE_BILINEAR", "CONCATENATION", "RESHAPE", "DEPTH_TO_SPACE",
+)
+SUPPORTED_OPS = CONSTANT_OPS + COMPUTE_OPS
+
+# NHWC axis -> NCHW axis, for rank-4 tensors.
+NHWC_TO_NCHW_AXIS = {0: 0, 1: 2, 2: 3, 3: 1}
+
+FUSED_ACTIVATIONS = {0: None, 1: "relu", 2: "relu_n1_to_1", 3: "relu6", 4: "tanh"}
+
+
+# ----------------------------------------------------------------------------------------------
+# Parsing: flatbuffer -> (spec, weights)
+# ----------------------------------------------------------------------------------------------
+
+
+def _enum_names(enum_class) -> dict[int, str]:
+    return {v: k for k, v in vars(enum_class).items() if not k.startswith("_")}
+
+
+def _open_model(source):
+    """(tflite.Model, raw bytes, display name) for a path or bytes; a clear error if not TFLite."""
+    import tflite
+
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data, name = bytes(source), "<bytes>"
+    else:
+        name = str(source)
+        try:
+            data = Path(source).read_bytes()
+        except OSError as err:
+            raise TFLiteConversionError(f"{name}: cannot read the file ({err})") from None
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise TFLiteConversionError(
+            f"{name}: not a TFLite flatbuffer (no 'TFL3' identifier in its first 8 bytes; "
+            f"{len(data)} bytes). Check the file is a complete, unmodified .tflite model."
+        )
+    try:
+        model = tflite.Model.GetRootAsModel(data, 0)
+        if model.SubgraphsLength() < 1:
+            raise ValueError("it has no subgraph")
+    except TFLiteConversionError:
+        raise
+    except Exception as err:
+        raise TFLiteConversionError(f"{name}: malformed or truncated TFLite file ({err!r})") from None
+    return model, data, name
+
+
+def _opcode_name(model, op) -> str:
+    from tflite.BuiltinOperator import BuiltinOperator
+
+    code = model.OperatorCodes(op.OpcodeIndex())
+    builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+    name = _enum_names(BuiltinOperator).get(builtin, f"BUILTIN_{builtin}")
+    if name == "CUSTOM":
+        name = "CUSTOM:" + (code.CustomCode() or b"?").decode("utf-8", "replace")
+    return name
+
+
+def list_operators(source) -> dict[str, int]:
+    """Operator name -> count in the file's main subgraph (``CUSTOM:<code>`` for custom ops)."""
+    model, _, name = _open_model(source)
+    try:
+        graph = model.Subgraphs(0)
+        counts: dict[str, int] = {}
+        for i in range(graph.OperatorsLength()):
+            op_name = _opcode_name(model, graph.Operators(i))
+            counts[op_name] = counts.get(op_name, 0) + 1
+    except Exception as err:
+        raise TFLiteConversionError(f"{name}: malformed or truncated TFLite file ({err!r})") from None
+    return counts
+
+
+def _builtin_options(op) -> dict:
+    """The op's builtin options as a plain dict of CamelCase getter -> value (no arrays)."""
+    import tflite
+    from tflite.BuiltinOptions import BuiltinOptions
+
+    kind = op.BuiltinOptionsType()
+    if kind == 0:
+        return {}
+    cls = getattr(tflite, _enum_names(BuiltinOptions)[kind])
+    table = op.BuiltinOptions()
+    options = cls()
+    options.Init(table.Bytes, table.Pos)
+    out = {}
+    for attr in dir(options):
+        if not attr[:1].isupper() or attr == "Init" or attr.startswith("GetRoot"):
+            continue
+        if any(s in attr for s in ("AsNumpy", "Length", "IsNone", "BufferHas")):
+            continue
+        try:
+            value = getattr(options, attr)()
+        except TypeError:  # vector getters need an index; none of the ops we support use them
+            continue
+        out[attr] = value.item() if isinstance(value, np.generic) else value
+    return out
+
+
+_NUMPY_TYPES = {
+    "FLOAT32": np.float32, "FLOAT16": np.float16, "FLOAT64": np.float64, "INT32": np.int32,
+    "INT64": np.int64, "INT8": np.int8, "UINT8": np.uint8, "INT16": np.int16, "BOOL": np.bool_,
+}
+
+
+def _tensor_data(model, graph, data: bytes, index: int) -> np.ndarray | None:
+    """The constant stored in the file for tensor ``index`` (None for activations)."""
+    from tflite.TensorType import TensorType
+
+    tensor = graph.Tensors(index)
+    buffer = model.Buffers(tensor.Buffer())
+    if buffer is None:
+        return None
+    if buffer.Offset() > 1:  # large models keep buffers after the flatbuffer
+        start, size = buffer.Offset(), buffer.Size()
+        if start + size > len(data):
+            raise ValueError(f"buffer of tensor {tensor.Name()!r} runs past the end of the file")
+        raw = data[start:start + size]
+    elif buffer.DataLength() > 0:
+        raw = buffer.DataAsNumpy().tobytes()
+    else:
+        return None
+    type_name = _enum_names(TensorType)[tensor.Type()]
+    if type_name not in _NUMPY_TYPES:
+        raise ValueError(f"tensor {tensor.Name()!r} has unsupported type {type_name}")
+    array = np.frombuffer(raw, dtype=_NUMPY_TYPES[type_name])
+    if tensor.Sparsity() is not None:
+        return array  # densified by the DENSIFY op that consumes it
+    shape = tuple(int(s) for s in tensor.ShapeAsNumpy()) if tensor.ShapeLength() else ()
+    return array.reshape(shape)
+
+
+def _densify(values: np.ndarray, shape: tuple[int, ...], sparsity) -> np.ndarray:
+    """Expand a tensor stored in TFLite's sparse format (traversal order, block map, CSR levels).
+
+    Level ``l`` of the traversal walks expanded dimension ``traversal_order[l]``; the expanded
+    dimensions are the tensor's own (divided by their block size when blocked) followed by one
+    per block. Dense levels enumerate ``dense_size`` entries; sparse (CSR) levels read
+    ``array_segments``/``array_indices``.
+    """
+    rank = len(shape)
+    order = [int(v) for v in sparsity.TraversalOrderAsNumpy()]
+    block_map = [int(v) for v in sparsity.BlockMapAsNumpy()] if sparsity.BlockMapLength() else []
+    levels = []
+    for level in range(sparsity.DimMetadataLength()):
+        meta = sparsity.DimMetadata(level)
+        if meta.Format() == 0:  # DENSE
+            levels.append(("dense", meta.DenseSize(), None, None))
+        else:
+            levels.append(("csr", None, _index_vector(meta.ArraySegments(), meta.ArraySegmentsType()),
+                           _index_vector(meta.ArrayIndices(), meta.ArrayIndicesType())))
+    block_size = {dim: levels[order.index(rank + j)][1] for j, dim in enumerate(block_map)}
+    dense = np.zeros(shape, dtype=values.dtype)
+    coords = [0] * len(order)
+
+    def position():
+        out = []
+        for dim in range(rank):
+            if dim in block_size:
+                out.append(coords[dim] * block_size[dim] + coords[rank + block_map.index(dim)])
+            else:
+                out.append(coords[dim])
+        return tuple(out)
+
+    def walk(level: int, parent: int):
+        kind, size, segments, indices = levels[level]
+        dim = order[level]
+        children = (
+            [(k, parent * size + k) for k in range(size)] if kind == "dense"
+            else [(int(indices[p]), p) for p in range(int(segments[parent]), int(segments[parent + 1]))]
+        )
+        for coordinate, pos in children:
+            coords[dim] = coordinate
+            if level + 1 == len(order):
+                dense[position()] = values[pos]
+            else:
+                walk(level + 1, pos)
+
+    walk(0, 0)
+    return dense
+
+
+def _index_vector(table, kind: int) -> np.ndarray:
+    import tflite
+
+    cls = {1: tflite.Int32Vector, 2: tflite.Uint16Vector, 3: tflite.Uint8Vector}[kind]
+    vector = cls()
+    vector.Init(table.Bytes, table.Pos)
+    return vector.ValuesAsNumpy()
+
+
+def _sanitise(name: str) -> str:
+    name = name.split(";")[0]
+    name = re.sub(r"[^0-9A-Za-z_]", "_", name).strip("_") or "tensor"
+    return f"t_{name}" if name[0].isdigit() else name
+
+
+def _short_names(raw_names: list[str]) -> list[str]:
+    """Sanitised, unique module names; drops a path prefix that every slashed name shares."""
+    firsts = [n.split(";")[0] for n in raw_names]
+    slashed = [n.split("/")[:-1] for n in firsts if "/" in n]
+    prefix: list[str] = []
+    if slashed:
+        for parts in zip(*slashed):
+            if len(set(parts)) != 1:
+                break
+            prefix.append(parts[0])
+    strip = "/".join(prefix) + "/" if prefix else ""
+    out, seen = [], set()
+    for name in firsts:
+        base = _sanitise(name[len(strip):] if strip and name.startswith(strip) else name)
+        candidate, k = base, 1
+        while candidate in seen:
+            k += 1
+            candidate = f"{base}_{k}"
+        seen.add(candidate)
+        out.append(candidate)
+    return out
+
+
+def _nchw(array: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(array.transpose(0, 3, 1, 2)) if array.ndim == 4 else array
+
+
+def _same_or_valid(code: int) -> str:
+    return {0: "SAME", 1: "VALID"}[code]
+
+
+def read_tflite(source) -> tuple[dict, dict[str, np.ndarray]]:
+    """Parse a ``.tflite`` file (path or bytes) into ``(spec, weights)``.
+
+    ``spec`` is JSON-serialisable: ``inputs``/``outputs`` (name, TFLite shape) and ``ops``, each
+    ``{"op", "name", "inputs", "outputs", "options", "params"}`` with ``params`` mapping a
+    parameter name to its torch-layout shape. ``weights`` maps ``"<op name>.<param>"`` to float32
+    arrays in torch layout, ready for :meth:`TFLiteModule.load_state_dict`.
+    """
+    model, data, file_name = _open_model(source)
+    try:
+        return _read(model, data, file_name)
+    except TFLiteConversionError:
+        raise
+    except Exception as err:
+        raise TFLiteConversionError(f"{file_name}: malformed or truncated TFLite file ({err!r})") from None
+
+
+def _read(model, data: bytes, file_name: str):
+    if model.SubgraphsLength() != 1:
+        raise TFLiteConversionError(
+            f"{file_name}: has {model.SubgraphsLength()} subgraphs; only single-subgraph models "
+            "(no control flow) are supported"
+        )
+    graph = model.Subgraphs(0)
+    n_tensors = graph.TensorsLength()
+    raw_names = [graph.Tensors(i).Name().decode("utf-8", "replace") for i in range(n_tensors)]
+    short = _short_names(raw_names)
+    shapes = [tuple(int(s) for s in graph.Tensors(i).ShapeAsNumpy()) if graph.Tensors(i).ShapeLength() else ()
+              for i in range(n_tensors)]
+
+    consts: dict[int, np.ndarray] = {}
+    for i in range(n_tensors):
+        value = _tensor_data(model, graph, data, i)
+        if value is not None:
+            consts[i] = value
+
+    ops, weights = [], {}
+    for op_index in range(graph.OperatorsLength()):
+        op = graph.Operators(op_index)
+        kind = _opcode_name(model, op)
+        if kind not in SUPPORTED_OPS:
+            raise TFLiteConversionError(
+                f"{file_name}: operator {kind} (op #{op_index}) is not supported by the TFLite "
+                f"converter; supported: {', '.join(SUPPORTED_OPS)}. Add a module for it in "
+                "autopsy/models/tflite.py and check it against LiteRT."
+            )
+        ins = [int(i) for i in op.InputsAsNumpy()] if op.InputsLength() else []
+        outs = [int(i) for i in op.OutputsAsNumpy()]
+
+        if kind in CONSTANT_OPS:
+            if ins[0] not in consts:
+                raise TFLiteConversionError(
+                    f"{file_name}: operator {kind} (op #{op_index}) acts on a runtime tensor "
+                    f"({raw_names[ins[0]]!r}); only constant weights can be dequantised/densified"
+                )
+            source_tensor = graph.Tensors(ins[0])
+            if kind == "DENSIFY":
+                consts[outs[0]] = _densify(consts[ins[0]], shapes[outs[0]], source_tensor.Sparsity())
+            else:
+                consts[outs[0]] = _dequantize(consts[ins[0]], source_tensor)
+            continue
+
+        name = short[outs[0]]
+        options = _builtin_options(op)
+        spec_op = {"op": kind, "name": name, "inputs": [], "outputs": [short[o] for o in outs],
+                   "options": {}, "params": {}}
+        params: dict[str, np.ndarray] = {}
+        runtime_inputs = [i for i in ins if i >= 0 and i not in consts]
+        spec_op["inputs"] = [short[i] for i in runtime_inputs]
+        in_rank = len(shapes[runtime_inputs[0]]) if runtime_inputs else 0
+        spec_op["options"]["rank"] = in_rank
+        spec_op["options"]["out_rank"] = len(shapes[outs[0]])
+
+        if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            kernel = consts[ins[1]].astype(np.float32)
+            if kind == "CONV_2D":
+                in_channels = shapes[ins[0]][3]
+                groups = in_channels // kernel.shape[3]
+                params["weight"] = kernel.transpose(0, 3, 1, 2)  # OHWI -> OIHW
+            else:
+                groups = shapes[ins[0]][3]
+                params["weight"] = kernel.transpose(3, 0, 1, 2)  # 1HW(C*M) -> (C*M)1HW
+            if len(ins) > 2 and ins[2] >= 0:
+                params["bias"] = consts[ins[2]].astype(np.float32)
+            spec_op["options"].update(
+                stride=[options["StrideH"], options["StrideW"]],
+                dilation=[options.get("DilationHFactor", 1), options.get("DilationWFactor", 1)],
+                padding=_same_or_valid(options["Padding"]), groups=groups,
+                activation=FUSED_ACTIVATIONS[options["FusedActivationFunction"]],
+            )
+        elif kind in ("TRANSPOSE_CONV", "CUSTOM:Convolution2DTransposeBias"):
+            if kind == "TRANSPOSE_CONV":  # inputs: output_shape, weights, input, (bias)
+                kernel, bias = consts[ins[1]], (consts[ins[3]] if len(ins) > 3 and ins[3] >= 0 else None)
+                padding, stride = _same_or_valid(options["Padding"]), [options["StrideH"], options["StrideW"]]
+                activation = FUSED_ACTIVATIONS[options.get("FusedActivationFunction", 0)]
+            else:  # MediaPipe's op: input, weights, bias; options = TfLiteTransposeConvParams
+                kernel, bias = consts[ins[1]], consts[ins[2]]
+                raw = np.frombuffer(op.CustomOptionsAsNumpy().tobytes(), dtype="<i4")
+                padding = {1: "SAME", 2: "VALID"}[int(raw[0])]  # TfLitePadding: 1 same, 2 valid
+                stride, activation = [int(raw[2]), int(raw[1])], None
+            params["weight"] = kernel.astype(np.float32).transpose(3, 0, 1, 2)  # OHWI -> IOHW
+            if bias is not None:
+                params["bias"] = bias.astype(np.float32)
+            spec_op["options"].update(stride=stride, padding=padding, activation=activation)
+        elif kind in ("ADD", "SUB", "MUL"):
+            spec_op["options"]["activation"] = FUSED_ACTIVATIONS[options.get("FusedActivationFunction", 0)]
+            operands = []
+            for position, i in enumerate(ins):
+                if i in consts:
+                    key = f"constant_{position}"
+                    params[key] = _broadcastable(consts[i].astype(np.float32), len(shapes[outs[0]]))
+                    operands.append(key)
+                else:
+                    operands.append(short[i])
+            spec_op["options"]["operands"] = operands
+        elif kind == "PRELU":
+            alpha = consts[ins[1]].astype(np.float32)
+            params["alpha"] = _broadcastable(alpha, in_rank)
+        elif kind in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
+            spec_op["options"].update(
+                kernel=[options["FilterHeight"], options["FilterWidth"]],
+                stride=[options["StrideH"], options["StrideW"]],
+                padding=_same_or_valid(options["Padding"]),
+                activation=FUSED_ACTIVATIONS[options["FusedActivationFunction"]],
+            )
+        elif kind == "MEAN":
+            axes = [int(a) % in_rank for a in np.atleast_1d(consts[ins[1]])]
+            if in_rank == 4:
+                axes = [NHWC_TO_NCHW_AXIS[a] for a in axes]
+            spec_op["options"].update(axes=sorted(axes), keep_dims=bool(options.get("KeepDims", False)))
+        elif kind == "PAD":
+            pads = consts[ins[1]].astype(int).tolist()
+            if in_rank == 4:
+                pads = [pads[0], pads[3], pads[1], pads[2]]  # NHWC -> NCHW
+            spec_op["options"]["pads"] = pads
+        elif kind == "RESIZE_BILINEAR":
+            spec_op["options"].update(
+                size=[int(s) for s in consts[ins[1]]],
+                align_corners=bool(options.get("AlignCorners", False)),
+                half_pixel_centers=bool(options.get("HalfPixelCenters", False)),
+            )
+        elif kind == "CONCATENATION":
+            axis = options["Axis"] % in_rank
+            spec_op["options"].update(
+                axis=NHWC_TO_NCHW_AXIS[axis] if in_rank == 4 else axis,
+                activation=FUSED_ACTIVATIONS[options["FusedActivationFunction"]],
+            )
+        elif kind == "RESHAPE":
+            spec_op["options"]["shape"] = list(shapes[outs[0]])
+        elif kind == "DEPTH_TO_SPACE":
+            spec_op["options"]["block_size"] = options["BlockSize"]
+        # RELU, RELU6, HARD_SWISH, LOGISTIC, TANH have no options.
+
+        spec_op["params"] = {k: list(v.shape) for k, v in params.items()}
+        for key, value in params.items():
+            weights[f"{name}.{key}"] = np.ascontiguousarray(value, dtype=np.float32)
+        ops.append(spec_op)
+
+    spec = {
+        "format": "autopsy-tflite-spec/1",
+        "inputs": [{"name": short[i], "tflite_name": raw_names[i], "shape": list(shapes[i])}
+                   for i in graph.InputsAsNumpy()],
+        "outputs": [{"name": short[i], "tflite_name": raw_names[i], "shape": list(shapes[i])}
+                    for i in graph.OutputsAsNumpy()],
+        "ops": ops,
+    }
+    return spec, weights
+
+
+def _dequantize(array: np.ndarray, tensor) -> np.ndarray:
+    if array.dtype == np.float16:
+        return array.astype(np.float32)
+    quant = tensor.Quantization()
+    if quant is None or quant.ScaleLength() == 0:
+        raise TFLiteConversionError(f"DEQUANTIZE of {tensor.Name()!r}: integer tensor without scales")
+    scale, zero = quant.ScaleAsNumpy().astype(np.float32), quant.ZeroPointAsNumpy().astype(np.float32)
+    if scale.size > 1:  # per-axis quantisation
+        shape = [1] * array.ndim
+        shape[quant.QuantizedDimension()] = -1
+        scale, zero = scale.reshape(shape), zero.reshape(shape)
+    return (array.astype(np.float32) - zero) * scale
+
+
+def _broadcastable(constant: np.ndarray, rank: int) -> np.ndarray:
+    """A constant operand reshaped to broadcast against a rank-``rank`` tensor in module layout."""
+    if rank != 4:
+        return constant
+    constant = constant.reshape((1,) * (4 - constant.ndim) + constant.shape)
+    return _nchw(constant)
+
+
+# ----------------------------------------------------------------------------------------------
+# Torch modules, one per TFLite op
+# ----------------------------------------------------------------------------------------------
+
+
+def _activation(x: torch.Tensor, name: str | None) -> torch.Tensor:
+    if name is None:
+        return x
+    if name == "relu":
+        return F.relu(x)
+    if name == "relu6":
+        return x.clamp(0.0, 6.0)
+    if name == "relu_n1_to_1":
+        return x.clamp(-1.0, 1.0)
+    if name == "tanh":
+        return torch.tanh(x)
+    raise TFLiteConversionError(f"fused activation {name!r} is not supported")
+
+
+def _same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    """TF SAME padding (before, after): output = ceil(size / stride), extra pixel after."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+class TFLiteOp(nn.Module):
+    """Base of all op modules: remembers the TFLite op and its input/output tensor names."""
+
+    def __init__(self, spec_op: dict):
+        super().__init__()
+        self.tflite_op = spec_op["op"]
+        self.input_names = list(spec_op["inputs"])
+        self.output_names = list(spec_op["outputs"])
+        self.options = dict(spec_op["options"])
+
+    def extra_repr(self) -> str:
+        return f"tflite_op={self.tflite_op}"
+
+
+class Conv2d(nn.Conv2d):
+    """CONV_2D / DEPTHWISE_CONV_2D: an ``nn.Conv2d`` with TF padding and the fused activation."""
+
+    def __init__(self, spec_op: dict):
+        weight_shape = spec_op["params"]["weight"]
+        o = spec_op["options"]
+        groups = o["groups"]
+        super().__init__(
+            weight_shape[1] * groups, weight_shape[0], tuple(weight_shape[2:]), stride=tuple(o["stride"]),
+            padding=0, dilation=tuple(o["dilation"]), groups=groups, bias="bias" in spec_op["params"],
+        )
+        self.tflite_op, self.options = spec_op["op"], dict(o)
+        self.input_names, self.output_names = list(spec_op["inputs"]), list(spec_op["outputs"])
+
+    def forward(self, x):
+        if self.options["padding"] == "SAME":
+            (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+            top, bottom = _same_padding(x.shape[2], kh, sh, dh)
+            left, right = _same_padding(x.shape[3], kw, sw, dw)
+            if top or bottom or left or right:
+                x = F.pad(x, (left, right, top, bottom))
+        return _activation(super().forward(x), self.options["activation"])
+
+
+class ConvTranspose2d(nn.ConvTranspose2d):
+    """TRANSPOSE_CONV and MediaPipe's Convolution2DTransposeBias (transposed conv + bias)."""
+
+    def __init__(self, spec_op: dict):
+        weight_shape = spec_op["params"]["weight"]  # I, O, kh, kw
+        o = spec_op["options"]
+        super().__init__(weight_shape[0], weight_shape[1], tuple(weight_shape[2:]), stride=tuple(o["stride"]),
+                         padding=0, bias="bias" in spec_op["params"])
+        self.tflite_op, self.options = spec_op["op"], dict(o)
+        self.input_names, self.output_names = list(spec_op["inputs"]), list(spec_op["outputs"])
+
+    def forward(self, x):
+        y = super().forward(x)
+        if self.options["padding"] == "SAME":
+            # Full output is (in-1)*s + k; SAME keeps in*s of it, cropping total//2 at the start.
+            crops = []
+            for axis, (k, s) in enumerate(zip(self.kernel_size, self.stride)):
+                size = x.shape[2 + axis]
+                total = max((size - 1) * s + k - size * s, 0)
+                crops.append((total // 2, total // 2 + size * s))
+            y = y[:, :, crops[0][0]:crops[0][1], crops[1][0]:crops[1][1]]
+        return _activation(y, self.options["activation"])
+
+
+class Elementwise(TFLiteOp):
+    """ADD, SUB, MUL with broadcasting, constant operands as buffers, and the fused activation."""
+
+    def __init__(self, spec_op: dict):
+        super().__init__(spec_op)
+        for key, shape in spec_op["params"].items():
+            self.register_buffer(key, torch.zeros(shape))
+        self.operands = list(spec_op["options"]["operands"])
+
+    def forward(self, *inputs):
+        runtime = iter(inputs)
+        a, b = (getattr(self, k) if k.startswith("constant_") else next(runtime) for k in self.operands)
+        y = {"ADD": torch.add, "SUB": torch.sub, "MUL": torch.mul}[self.tflite_op](a, b)
+        return _activation(y, self.options["activation"])
+
+
+class Activation(TFLiteOp):
+    """RELU, RELU6, HARD_SWISH (x * relu6(x + 3) / 6), LOGISTIC (sigmoid), TANH."""
+
+    def forward(self, x):
+        if self.tflite_op == "RELU":
+            return F.relu(x)
+        if self.tflite_op == "RELU6":
+            return x.clamp(0.0, 6.0)
+        if self.tflite_op == "HARD_SWISH":
+            return F.hardswish(x)
+        if self.tflite_op == "LOGISTIC":
+            return torch.sigmoid(x)
+        return torch.tanh(x)
+
+
+class PReLU(TFLiteOp):
+    """PRELU with a per-channel (or broadcast) slope ``alpha``: max(x, 0) + alpha * min(x, 0)."""
+
+    def __init__(self, spec_op: dict):
+        super().__init__(spec_op)
+        self.alpha = nn.Parameter(torch.full(spec_op["params"]["alpha"], 0.25))
+
+    def forward(self, x):
+        return F.relu(x) - self.alpha * F.relu(-x)
+
+
+class Pool2d(TFLiteOp):
+    """AVERAGE_POOL_2D / MAX_POOL_2D with TF SAME/VALID padding (SAME averages exclude padding)."""
+
+    def forward(self, x):
+        (kh, kw), (sh, sw) = self.options["kernel"], self.options["stride"]
+        pad = None
+        if self.options["padding"] == "SAME":
+            top, bottom = _same_padding(x.shape[2], kh, sh)
+            left, right = _same_padding(x.shape[3], kw, sw)
+            pad = (left, right, top, bottom) if any((top, bottom, left, right)) else None
+        if self.tflite_op == "MAX_POOL_2D":
+            if pad:
+                x = F.pad(x, pad, value=float("-inf"))
+            y = F.max_pool2d(x, (kh, kw), (sh, sw))
+        elif pad:
+            ones = torch.ones_like(x[:1, :1])
+            y = F.avg_pool2d(F.pad(x, pad), (kh, kw), (sh, sw)) / F.avg_pool2d(F.pad(ones, pad), (kh, kw), (sh, sw))
+        else:
+            y = F.avg_pool2d(x, (kh, kw), (sh, sw))
+        return _activation(y, self.options["activation"])
+
+
+class Mean(TFLiteOp):
+    """MEAN over constant axes.
+
+    LiteRT's CPU kernel (XNNPACK) sums float32 values one after another, in NHWC order, then
+    multiplies by 1/n. Over thousands of pixels that rounds differently from torch's pairwise sum
+    by up to ~2e-5 relative, and the landscape segmenter's ten squeeze-and-excitation blocks
+    amplify it to ~3e-3 on the output mask. So for float32 spatial means the forward value is
+    that sequential float32 sum (numpy's ``add.accumulate`` does not reorder), while the gradient
+    is the exact mean's (a straight-through estimator: the two differ by rounding only).
+    """
+
+    def forward(self, x):
+        axes, keep = self.options["axes"], self.options["keep_dims"]
+        exact = x.mean(dim=axes, keepdim=keep)
+        if x.dtype != torch.float32 or x.dim() != 4 or axes != [2, 3]:
+            return exact
+        n, c, h, w = x.shape
+        rows = x.detach().permute(2, 3, 0, 1).reshape(h * w, n * c).cpu().numpy()
+        total = np.add.accumulate(rows, axis=0)[-1] * np.float32(1.0 / (h * w))
+        sequential = torch.from_numpy(total).to(x.device).reshape(exact.shape)
+        return exact + (sequential - exact).detach()
+
+
+class Pad(TFLiteOp):
+    """PAD with zeros; ``pads`` are (before, after) per axis in module layout."""
+
+    def forward(self, x):
+        flat = [p for before_after in reversed(self.options["pads"]) for p in before_after]
+        return F.pad(x, flat)
+
+
+class ResizeBilinear(TFLiteOp):
+    """RESIZE_BILINEAR with TFLite's coordinate rules.
+
+    Source coordinate of output pixel ``i``: ``align_corners``: ``i * (in - 1) / (out - 1)``;
+    ``half_pixel_centers``: ``(i + 0.5) * in / out - 0.5``; neither (legacy TF):
+    ``i * in / out``. The two neighbours are ``floor`` (clamped at 0) and ``ceil`` (clamped at
+    ``in - 1``), weighted by the fractional part, as in TFLite's reference kernel.
+    """
+
+    def forward(self, x):
+        out_h, out_w = self.options["size"]
+        rows = self._weights(x.shape[2], out_h, x)
+        cols = self._weights(x.shape[3], out_w, x)
+        (r0, r1, rf), (c0, c1, cf) = rows, cols
+        top = x[:, :, r0] * (1 - rf)[:, None] + x[:, :, r1] * rf[:, None]
+        return top[..., c0] * (1 - cf) + top[..., c1] * cf
+
+    def _weights(self, size_in: int, size_out: int, like: torch.Tensor):
+        if self.options["align_corners"] and size_out > 1:
+            scale = (size_in - 1) / (size_out - 1)
+        else:
+            scale = size_in / size_out
+        i = torch.arange(size_out, dtype=torch.float32, device=like.device)
+        src = (i + 0.5) * scale - 0.5 if self.options["half_pixel_centers"] else i * scale
+        lower = torch.floor(src)
+        frac = (src - lower).to(like.dtype)
+        low = lower.long().clamp(min=0, max=size_in - 1)
+        high = torch.ceil(src).long().clamp(min=0, max=size_in - 1)
+        return low, high, frac
+
+
+class Concatenation(TFLiteOp):
+    def forward(self, *inputs):
+        return _activation(torch.cat(inputs, dim=self.options["axis"]), self.options["activation"])
+
+
+class Reshape(TFLiteOp):
+    """RESHAPE in TFLite's (NHWC) element order; the leading (batch) dimension stays free."""
+
+    def forward(self, x):
+        if x.dim() == 4:
+            x = x.permute(0, 2, 3, 1)
+        y = x.reshape(-1, *self.options["shape"][1:])
+        return y.permute(0, 3, 1, 2) if y.dim() == 4 else y
+
+
+class DepthToSpace(TFLiteOp):
+    """DEPTH_TO_SPACE, TF's "DCR" order: out[h*b+i, w*b+j, c] = in[h, w, (i*b + j)*C + c]."""
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        b = self.options["block_size"]
+        y = x.reshape(n, b, b, c // (b * b), h, w).permute(0, 3, 4, 1, 5, 2)
+        return y.reshape(n, c // (b * b), h * b, w * b)
+
+
+OP_MODULES = {
+    "CONV_2D": Conv2d, "DEPTHWISE_CONV_2D": Conv2d,
+    "TRANSPOSE_CONV": ConvTranspose2d, "CUSTOM:Convolution2DTransposeBias": ConvTranspose2d,
+    "ADD": Elementwise, "SUB": Elementwise, "MUL": Elementwise,
+    "RELU": Activation, "RELU6": Activation, "HARD_SWISH": Activation, "LOGISTIC": Activation,
+    "TANH": Activation, "PRELU": PReLU,
+    "AVERAGE_POOL_2D": Pool2d, "MAX_POOL_2D": Pool2d, "MEAN": Mean, "PAD": Pad,
+    "RESIZE_BILINEAR": ResizeBilinear, "CONCATENATION": Concatenation, "RESHAPE": Reshape,
+    "DEPTH_TO_SPACE": DepthToSpace,
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# The graph module
+# ----------------------------------------------------------------------------------------------
+
+
+class TFLiteModule(nn.Module):
+    """A TFLite graph as torch modules, run in the file's op order.
+
+    Built from a spec (see :func:`read_tflite`) with random-initialised parameters; load real
+    weights with ``load_state_dict`` or build both at once with :func:`load_tflite`. Rank-4
+    tensors are NCHW (see the module docstring). ``forward`` returns one tensor for a
+    single-output graph, else a tuple in the file's output order.
+    """
+
+    def __init__(self, spec: dict, *, name: str = "tflite"):
+        super().__init__()
+        self.name = name
+        self.spec = spec
+        self.input_names = [t["name"] for t in spec["inputs"]]
+        self.output_names = [t["name"] for t in spec["outputs"]]
+        self.ops = nn.ModuleDict()
+        for spec_op in spec["ops"]:
+            module_class = OP_MODULES.get(spec_op["op"])
+            if module_class is None:
+                raise TFLiteConversionError(f"{name}: operator {spec_op['op']} is not supported")
+            self.ops[spec_op["name"]] = module_class(spec_op)
+        # Which op produces each tensor, and where each tensor is last read (to free memory).
+        self._last_use: dict[str, int] = {}
+        for position, module in enumerate(self.ops.values()):
+            for tensor in module.input_names:
+                self._last_use[tensor] = position
+        self.tensor_names = set(self.input_names) | {t for m in self.ops.values() for t in m.output_names}
+        self._init_random()
+
+    @torch.no_grad()
+    def _init_random(self):
+        for module in self.ops.values():
+            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+                module.reset_parameters()
+
+    @property
+    def input_shapes(self) -> list[tuple[int, ...]]:
+        """Input shapes in module layout (NCHW for images), batch 1."""
+        return [tuple(_to_module_layout(t["shape"])) for t in self.spec["inputs"]]
+
+    def forward(self, *inputs: torch.Tensor):
+        values = self._run(inputs, keep=())
+        outputs = tuple(values[n] for n in self.output_names)
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def intermediates(self, *inputs: torch.Tensor, names) -> dict[str, torch.Tensor]:
+        """Named tensors from one forward pass (module names, e.g. ``"conv2d_12"``), NCHW."""
+        names = [names] if isinstance(names, str) else list(names)
+        unknown = [n for n in names if n not in self.tensor_names]
+        if unknown:
+            raise KeyError(f"{self.name}: no tensor named {unknown}; see sorted(module.tensor_names)")
+        values = self._run(inputs, keep=names)
+        return {n: values[n] for n in names}
+
+    def _run(self, inputs, keep):
+        if len(inputs) != len(self.input_names):
+            raise ValueError(f"{self.name}: expected {len(self.input_names)} input(s), got {len(inputs)}")
+        for tensor, shape in zip(inputs, self.input_shapes):
+            if tensor.dim() != len(shape) or tuple(tensor.shape[1:]) != shape[1:]:
+                raise ValueError(
+                    f"{self.name}: input of shape {tuple(tensor.shape)} does not match the model's "
+                    f"{('N',) + shape[1:]} (rank-4 inputs are NCHW)"
+                )
+        values = dict(zip(self.input_names, inputs))
+        protected = set(self.output_names) | set(keep)
+        for position, module in enumerate(self.ops.values()):
+            out = module(*(values[n] for n in module.input_names))
+            values[module.output_names[0]] = out
+            for tensor in module.input_names:
+                if self._last_use.get(tensor) == position and tensor not in protected:
+                    values.pop(tensor, None)
+        return values
+
+
+def _to_module_layout(shape):
+    shape = list(shape)
+    return [shape[0], shape[3], shape[1], shape[2]] if len(shape) == 4 else shape
+
+
+def load_tflite(source, *, name: str | None = None) -> TFLiteModule:
+    """Convert a ``.tflite`` file (path or bytes) into a :class:`TFLiteModule` with its weights."""
+    spec, weights = read_tflite(source)
+    display = name or (Path(source).stem if isinstance(source, (str, os.PathLike)) else "tflite")
+    module = TFLiteModule(spec, name=display)
+    state = {k: torch.from_numpy(v.copy()) for k, v in weights.items()}
+    missing, unexpected = module.ops.load_state_dict(state, strict=False)
+    if unexpected or [m for m in missing if not m.endswith("num_batches_tracked")]:
+        raise TFLiteConversionError(f"{display}: weights do not fit the graph (missing {missing}, unexpected {unexpected})")
+    return module.eval()
+
+
+def save_spec(spec: dict, path) -> None:
+    """Write a spec as JSON, one op per line (diff-friendly)."""
+    lines = ["{", f' "format": {json.dumps(spec["format"])},',
+             f' "inputs": {json.dumps(spec["inputs"])},', f' "outputs": {json.dumps(spec["outputs"])},',
+             ' "ops": [']
+    lines += [("  " + json.dumps(op, separators=(",", ":")) + ",") for op in spec["ops"]]
+    lines[-1] = lines[-1].rstrip(",")
+    lines += [" ]", "}"]
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+def load_spec(path) -> dict:
+    return json.loads(Path(path).read_text())
