@@ -36,6 +36,7 @@ class ImagePass:
     trunk_out: torch.Tensor  # (C, h, w) before the head
     height: int
     width: int
+    pooled: dict[str, torch.Tensor]  # spatial mean of every layer's output, by layer name (for probes)
 
 
 class SeamCanvas:
@@ -59,68 +60,79 @@ class SeamCanvas:
     @torch.no_grad()
     def image_pass(self, x: torch.Tensor) -> ImagePass:
         """Run one preprocessed image (1, 3, H, W) through the trunk, keeping edge columns."""
-        lefts, rights, height, width = [], [], x.shape[-2], x.shape[-1]
-        for layer in self.trunk:
+        lefts, rights, pooled, height, width = [], [], {}, x.shape[-2], x.shape[-1]
+        for name, layer in self.trunk.named_children():
             lefts.append(x[0, :, :, :EDGE].clone())
             rights.append(x[0, :, :, -EDGE:].clone())
             x = layer(x)
-        return ImagePass(tuple(lefts), tuple(rights), x[0], height=height, width=width)
+            pooled[name] = x[0].mean(dim=(1, 2))
+        return ImagePass(tuple(lefts), tuple(rights), x[0], height=height, width=width, pooled=pooled)
 
     def aligned(self, left: ImagePass, right: ImagePass) -> bool:
         return left.height == right.height and left.width % self.stride == 0 and right.width % self.stride == 0
 
     @torch.no_grad()
-    def trunk_canvas(self, left: ImagePass, right: ImagePass) -> torch.Tensor:
-        """The trunk output of the canvas ``[left | right]``: (C, h, w_left + w_right)."""
-        if not self.aligned(left, right):
+    def trunk_canvas(self, lefts: list[ImagePass], rights: list[ImagePass]) -> torch.Tensor:
+        """Trunk outputs of the canvases ``[lefts[i] | rights[i]]``: (N, C, h, w_left + w_right).
+
+        All lefts share one width, all rights another, and all one height.
+        """
+        if len({(p.height, p.width) for p in lefts}) != 1 or len({(p.height, p.width) for p in rights}) != 1:
+            raise ValueError("a batch of canvases needs one size of left image and one size of right image")
+        if not self.aligned(lefts[0], rights[0]):
             raise ValueError("images of different heights or widths off the pooling grid need a full pass")
-        seam, before, after = left.width, 0, 0  # band = canvas columns [seam - before, seam + after)
+        seam, before, after = lefts[0].width, 0, 0  # band = canvas columns [seam - before, seam + after)
         band = None
         for i, layer in enumerate(self.trunk):
+            left_edge = torch.stack([p.edges_right[i] for p in lefts])
+            right_edge = torch.stack([p.edges_left[i] for p in rights])
             if isinstance(layer, nn.Conv2d):
                 pad = layer.kernel_size[1] // 2
-                window = self._columns(left, right, i, band, seam, before, after,
-                                       seam - before - 2 * pad, seam + after + 2 * pad)
-                band = F.conv2d(window.unsqueeze(0), layer.weight, layer.bias, padding=(layer.padding[0], 0))[0]
+                window = _columns(left_edge, right_edge, band, seam, before, after,
+                                  seam - before - 2 * pad, seam + after + 2 * pad)
+                band = F.conv2d(window, layer.weight, layer.bias, padding=(layer.padding[0], 0))
                 before, after = before + pad, after + pad
             elif isinstance(layer, nn.MaxPool2d):
                 k = _pool(layer)
                 new_before, new_after = -(-before // k), -(-after // k)
-                window = self._columns(left, right, i, band, seam, before, after,
-                                       seam - new_before * k, seam + new_after * k)
-                band = layer(window.unsqueeze(0))[0]
+                window = _columns(left_edge, right_edge, band, seam, before, after,
+                                  seam - new_before * k, seam + new_after * k)
+                band = layer(window)
                 seam, before, after = seam // k, new_before, new_after
-            else:
-                band = layer(band.unsqueeze(0))[0] if band is not None else None
+            elif band is not None:
+                band = layer(band)
             if max(before, after) >= EDGE:
                 raise RuntimeError(f"seam band grew to {max(before, after)} columns; raise EDGE above it")
+        left_out = torch.stack([p.trunk_out for p in lefts])
+        right_out = torch.stack([p.trunk_out for p in rights])
         if band is None:
-            return torch.cat([left.trunk_out, right.trunk_out], dim=-1)
-        return torch.cat([left.trunk_out[..., : seam - before], band, right.trunk_out[..., after:]], dim=-1)
-
-    def _columns(self, left, right, layer_index, band, seam, before, after, start, stop) -> torch.Tensor:
-        """Canvas columns [start, stop) of layer ``layer_index``'s input, from caches and band."""
-        pieces = []
-        lo, hi = seam - before, seam + after
-        left_edge, right_edge = left.edges_right[layer_index], right.edges_left[layer_index]
-        left_w = seam  # at this layer the left image occupies canvas columns [0, seam)
-        if start < lo:
-            first = left_w - left_edge.shape[-1]
-            if start < first:
-                raise RuntimeError("seam band reaches past the cached edge columns")
-            pieces.append(left_edge[..., start - first: lo - first])
-        if band is not None:
-            pieces.append(band)
-        if stop > hi:
-            if stop - seam > right_edge.shape[-1]:
-                raise RuntimeError("seam band reaches past the cached edge columns")
-            pieces.append(right_edge[..., hi - seam: stop - seam])
-        return torch.cat(pieces, dim=-1)
+            return torch.cat([left_out, right_out], dim=-1)
+        return torch.cat([left_out[..., : seam - before], band, right_out[..., after:]], dim=-1)
 
     @torch.no_grad()
-    def canvas_map(self, left: ImagePass, right: ImagePass) -> torch.Tensor:
-        """The head applied to the canvas trunk output: (h, w) saliency at the trunk's resolution."""
-        return self.head(self.trunk_canvas(left, right).unsqueeze(0))[0, 0]
+    def canvas_maps(self, lefts: list[ImagePass], rights: list[ImagePass]) -> torch.Tensor:
+        """The head applied to each canvas: (N, h, w) saliency at the trunk's resolution."""
+        return self.head(self.trunk_canvas(lefts, rights))[:, 0]
+
+
+def _columns(left_edge, right_edge, band, seam, before, after, start, stop) -> torch.Tensor:
+    """Canvas columns [start, stop) of a layer's input, from the cached edges and the band.
+
+    ``left_edge`` holds the left image's last EDGE columns (canvas columns [seam - EDGE, seam)),
+    ``right_edge`` the right image's first EDGE columns ([seam, seam + EDGE)).
+    """
+    lo, hi = seam - before, seam + after
+    if start < seam - left_edge.shape[-1] or stop > seam + right_edge.shape[-1]:
+        raise RuntimeError("seam band reaches past the cached edge columns")
+    first = seam - left_edge.shape[-1]
+    pieces = []
+    if start < lo:
+        pieces.append(left_edge[..., start - first: lo - first])
+    if band is not None:
+        pieces.append(band)
+    if stop > hi:
+        pieces.append(right_edge[..., hi - seam: stop - seam])
+    return torch.cat(pieces, dim=-1)
 
 
 def _pool(layer: nn.MaxPool2d) -> int:

@@ -1,0 +1,359 @@
+"""The Twitter cropping investigation, top to bottom.
+
+1. Per-image saliency passes (both of the paper's settings: native size and 256 px high).
+2. The published paired protocol (first group always left) and the corrected one (swapped),
+   win rates with naive and image-bootstrap intervals beside the published table.
+3. Beyond the paper: winner by single maximum vs mean vs total saliency ("argmax bias"), and
+   counterfactual skin-tone edits on an ITA ladder paired against the unedited photo.
+4. The autopsy: attribution of the winning saliency value with sanity checks, feature
+   visualisation of the readout channels, and a race probe on trunk features with a control.
+
+Writes ``metrics/twitter_crop.json`` and figures under ``outputs/twitter_crop/``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from autopsy.data import PERCEIVED_LABELS_NOTE, load_image  # noqa: E402
+from autopsy.runs import RunPaths, write_run  # noqa: E402
+from incidents.twitter_crop import assets as incident_assets  # noqa: E402
+from incidents.twitter_crop import data, model, protocol  # noqa: E402
+from incidents.twitter_crop.seam import SeamCanvas  # noqa: E402
+
+SLUG = "twitter_crop"
+DEFAULTS = {
+    "profile": "quick",
+    "seed": 42,
+    "n_trials": 1000,  # per pair, order and setting (the paper: 10,000 no_scaling, 5,000 fixed_height)
+    "settings": ["no_scaling", "fixed_height"],
+    "fixed_height": 256,
+    "n_bootstrap": 2000,
+    "ita_photos_per_group": 3,
+    "ita_levels": [1, 3, 5, 7, 9],  # Monk Skin Tone levels as edit targets
+    "attribution_examples": 2,
+    "attribution_steps": 16,
+    "featviz_steps": 48,
+    "featviz_size": 96,
+    "limit_per_group": None,
+    "trials_saved_per_pair": 100,
+}
+
+
+def investigate(out_dir, params: dict | None = None, progress=None) -> dict:
+    params = {**DEFAULTS, **(params or {})}
+    progress = progress or (lambda fraction, message: None)
+    paths = RunPaths(Path(out_dir), SLUG)
+    paths.outputs.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(params["seed"])
+    started = time.perf_counter()
+
+    # -- data -------------------------------------------------------------------------------
+    progress(0.0, "loading images")
+    dataset = data.load(params["profile"], images=params.get("images"), labels=params.get("labels"),
+                        limit_per_group=params["limit_per_group"])
+    table = dataset.to_pandas()
+    table["group"] = [_group_code(r, g) for r, g in zip(table["race"], table["gender"])]
+    members = {code: table.index[table["group"] == code].tolist() for code in protocol.PAPER_GROUPS}
+    paper_rows = sorted(i for ids in members.values() for i in ids)
+    if any(len(ids) == 0 for ids in members.values()):
+        raise ValueError(
+            "the paired protocol needs photos labelled Black/White x Female/Male; found "
+            f"{ {k: len(v) for k, v in members.items()} }. Check the race and gender columns."
+        )
+    images = {i: load_image(table.at[i, "path"]) for i in paper_rows}
+
+    network = model.build_model("fastgaze")
+    seam = SeamCanvas(network.layers[:-1], network.layers[-1])
+    metrics: dict = {"n_images": len(table), "n_paper_images": len(paper_rows),
+                     "group_sizes": {k: len(v) for k, v in members.items()}}
+    tables: dict = {}
+    figures: dict = {}
+
+    # -- 1. per-image passes ----------------------------------------------------------------
+    passes = {}
+    for s, setting in enumerate(params["settings"]):
+        passes[setting] = {}
+        for k, i in enumerate(paper_rows):
+            passes[setting][i] = seam.image_pass(model.preprocess(_resize(images[i], setting, params)))
+            if k % 20 == 0:
+                progress(0.05 + 0.35 * (s + k / len(paper_rows)) / len(params["settings"]),
+                         f"saliency of {len(paper_rows)} photos ({setting})")
+
+    # -- 2. paired trials, published order and swapped ------------------------------------
+    trials = protocol.sample_trials(members, protocol.PAPER_PAIRS, params["n_trials"], seed=params["seed"])
+    results = []
+    for s, setting in enumerate(params["settings"]):
+        progress(0.4 + 0.2 * s / len(params["settings"]), f"paired trials ({setting})")
+        results.append(_run_trials(seam, passes[setting], trials, setting, network_stride=seam.stride))
+    trials = pd.concat(results, ignore_index=True)
+    trials["first_file"] = table.loc[trials["first_image"], "file"].to_numpy()
+    trials["second_file"] = table.loc[trials["second_image"], "file"].to_numpy()
+    _save_trials(trials, paths.outputs / "trials.csv", params["trials_saved_per_pair"])
+
+    for setting in params["settings"]:
+        part = trials[trials["setting"] == setting]
+        rows = protocol.pair_table(part, setting=setting, n_resamples=params["n_bootstrap"])
+        metrics.setdefault("pairs", {})[setting] = {r["pair"].replace("–", "_"): r for r in rows}
+        tables[f"pairs_{setting}"] = [_pair_row(r) for r in rows]
+        metrics.setdefault("summaries", {})[setting] = protocol.summaries(rows)
+        both = part.assign(left_wins=np.where(part["order"] == "published", part["first_wins_max"], ~part["first_wins_max"]))
+        metrics.setdefault("position", {})[setting] = protocol.naive_rate(int(both["left_wins"].sum()), len(both))
+    figures["pairs.png"] = _figure_pairs(metrics["pairs"], paths.outputs / "pairs.png")
+
+    # -- 3a. argmax bias --------------------------------------------------------------------
+    argmax = []
+    for setting in params["settings"]:
+        part = trials[(trials["setting"] == setting) & (trials["order"] == "published")]
+        for rule in ("max", "mean", "sum"):
+            for (first, second), g in part.groupby(["first", "second"], sort=False):
+                wins = g[f"first_wins_{rule}"]
+                argmax.append({"setting": setting, "rule": rule, "pair": f"{first}–{second}",
+                               "rate": protocol.naive_rate(int(wins.sum()), len(wins))})
+        agree = (part["first_wins_max"] == part["first_wins_mean"]).mean()
+        metrics.setdefault("argmax_agreement", {})[setting] = float(agree)
+    tables["argmax_bias"] = [{"setting": a["setting"], "pair": a["pair"], "rule": a["rule"], "first group wins": a["rate"]}
+                             for a in argmax if a["setting"] == params["settings"][0]]
+    figures["argmax.png"] = _figure_argmax(argmax, params["settings"][0], paths.outputs / "argmax.png")
+
+    # -- 3b. skin-tone counterfactuals --------------------------------------------------------
+    progress(0.62, "skin-tone counterfactuals")
+    ita = _ita_ladder(seam, images, table, members, params)
+    metrics["ita"] = ita["metrics"]
+    tables["ita_ladder"] = ita["table"]
+    figures["ita.png"] = _figure_ita(ita["trials"], paths.outputs / "ita.png")
+
+    # -- 4. autopsy --------------------------------------------------------------------------
+    from incidents.twitter_crop import autopsy_steps
+
+    progress(0.7, "attribution and sanity checks")
+    found = autopsy_steps.run(network, images, passes.get("fixed_height", {}), trials, table, paths.outputs, params,
+                              progress=progress)
+    metrics["autopsy"] = found["metrics"]
+    tables.update(found["tables"])
+    figures.update(found["figures"])
+
+    metrics["perceived_labels_note"] = PERCEIVED_LABELS_NOTE
+    metrics["runtime_seconds"] = round(time.perf_counter() - started, 1)
+    progress(0.98, "writing metrics")
+    record = write_run(paths, title="Twitter image cropping", profile=params["profile"],
+                       params={k: v for k, v in params.items() if k not in ("images", "labels")},
+                       metrics=metrics, tables=tables, assets=incident_assets(params["profile"])
+                       if params["profile"] != "custom" else [model.FASTGAZE], figures=figures)
+    record["summary"] = _summary_lines(metrics, params["settings"][0])
+    progress(1.0, "done")
+    return record
+
+
+def _group_code(race: str, gender: str) -> str | None:
+    for code, (r, g) in protocol.PAPER_GROUPS.items():
+        if race == r and gender == g:
+            return code
+    return None
+
+
+def _resize(image, setting: str, params: dict):
+    if setting == "fixed_height":
+        h = params["fixed_height"]
+        return image.resize((max(1, round(image.width * h / image.height)), h), resample=3)
+    return image
+
+
+def _run_trials(seam: SeamCanvas, cache: dict, trials: pd.DataFrame, setting: str, *, network_stride: int,
+                batch: int = 256) -> pd.DataFrame:
+    """Score every trial in both orders; columns first_wins_{max,mean,sum}, point_x/y, order."""
+    frames = []
+    for order in ("published", "swapped"):
+        firsts, seconds = trials["first_image"].to_numpy(), trials["second_image"].to_numpy()
+        lefts, rights = (firsts, seconds) if order == "published" else (seconds, firsts)
+        outcomes = []
+        for start in range(0, len(trials), batch):
+            sl = slice(start, start + batch)
+            left_passes = [cache[i] for i in lefts[sl]]
+            right_passes = [cache[i] for i in rights[sl]]
+            maps = _canvas_maps(seam, left_passes, right_passes)
+            for m, lp in zip(maps, left_passes):
+                outcomes.append(protocol.outcome(m, lp.width // network_stride, network_stride))
+        frame = trials.copy()
+        frame["setting"], frame["order"] = setting, order
+        for rule in ("max", "mean", "sum"):
+            left_wins = np.array([getattr(o, f"left_wins_{rule}") for o in outcomes])
+            frame[f"first_wins_{rule}"] = left_wins if order == "published" else ~left_wins
+        frame["point_x"] = [o.point[0] for o in outcomes]
+        frame["point_y"] = [o.point[1] for o in outcomes]
+        frame["canvas_w"] = [cache[l].width + cache[r].width for l, r in zip(lefts, rights)]
+        frame["canvas_h"] = [max(cache[l].height, cache[r].height) for l, r in zip(lefts, rights)]
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _canvas_maps(seam: SeamCanvas, lefts, rights) -> np.ndarray:
+    """Canvas maps, batched where sizes agree; mixed sizes fall back to a full pass each."""
+    if all(seam.aligned(l, r) for l, r in zip(lefts, rights)) and len({(p.height, p.width) for p in lefts}) == 1 \
+            and len({(p.height, p.width) for p in rights}) == 1:
+        return seam.canvas_maps(lefts, rights).numpy()
+    raise ValueError(
+        "photos of different sizes: the seam shortcut needs equal heights and widths that are multiples "
+        f"of {seam.stride}; resize your photos or use the fixed_height setting"
+    )
+
+
+def _save_trials(trials: pd.DataFrame, path: Path, per_pair: int) -> None:
+    """The first trials of each pair with their crop boxes at Twitter's aspect ratios."""
+    keep = trials[trials["trial"] < per_pair].copy()
+    for ratio in model.ASPECT_RATIOS:
+        boxes = [model.crop((w, h), (x, y), ratio) for w, h, x, y in
+                 zip(keep["canvas_w"], keep["canvas_h"], keep["point_x"], keep["point_y"])]
+        keep[f"crop_{ratio}"] = [",".join(str(int(v)) for v in b) for b in boxes]
+    tmp = path.with_suffix(".csv.part")
+    keep.to_csv(tmp, index=False)
+    tmp.replace(path)
+
+
+def _pair_row(row: dict) -> dict:
+    out = {"pair": row["pair"], "published": row.get("published"),
+           "ours, published order": row["published_naive"],
+           "ours, image bootstrap": row["published_bootstrap"]}
+    if "swapped_naive" in row:
+        out["ours, positions swapped"] = row["swapped_naive"]
+    return out
+
+
+def _ita_ladder(seam, images, table, members, params) -> dict:
+    """Edit photos along the Monk Skin Tone ladder; pair each edit against its original (both orders)."""
+    from autopsy import counterfactual, stats
+
+    trials = []
+    for code, ids in members.items():
+        for i in ids[: params["ita_photos_per_group"]]:
+            original = _resize(images[i], "fixed_height", params)
+            base = seam.image_pass(model.preprocess(original))
+            mask = counterfactual.skin_mask(original)
+            if mask.sum() < 100:
+                continue
+            for level in params["ita_levels"]:
+                edited, record = counterfactual.edit_skin_tone(original, target=level, mask=mask)
+                moved = seam.image_pass(model.preprocess(edited))
+                for edited_left in (True, False):
+                    lefts, rights = ([moved], [base]) if edited_left else ([base], [moved])
+                    m = seam.canvas_maps(lefts, rights).numpy()[0]
+                    o = protocol.outcome(m, lefts[0].width // seam.stride, seam.stride)
+                    trials.append({"group": code, "image": i, "mst_level": level,
+                                   "ita_before": record.ita_before, "ita_after": record.ita_after,
+                                   "delta_ita": record.ita_after - record.ita_before,
+                                   "edited_left": edited_left, "edited_wins": o.left_wins_max == edited_left})
+    frame = pd.DataFrame(trials)
+    rows = []
+    for level, g in frame.groupby("mst_level"):
+        wins, n = int(g["edited_wins"].sum()), len(g)
+        low, high = stats.wilson_interval(wins, n)
+        rows.append({"MST level": int(level), "mean ΔITA": float(g["delta_ita"].mean()),
+                     "edited photo wins": stats.Estimate(wins / n, low, high, n, "Wilson 95%",
+                                                         p_value=stats.binomial_test(wins, n))})
+    lighter = frame[frame["delta_ita"] > 0]["edited_wins"]
+    darker = frame[frame["delta_ita"] < 0]["edited_wins"]
+    metrics = {
+        "n_photos": int(frame["image"].nunique()), "n_trials": len(frame),
+        "lighter_edit_wins": protocol.naive_rate(int(lighter.sum()), len(lighter)) if len(lighter) else None,
+        "darker_edit_wins": protocol.naive_rate(int(darker.sum()), len(darker)) if len(darker) else None,
+        "position_left_wins": protocol.naive_rate(int((frame["edited_wins"] == frame["edited_left"]).sum()), len(frame)),
+    }
+    return {"metrics": metrics, "table": rows, "trials": frame}
+
+
+# -- figures ------------------------------------------------------------------------------------
+
+def _figure_pairs(pairs: dict, path: Path) -> str:
+    from autopsy import figures
+
+    fig, axes = plt.subplots(1, len(pairs), figsize=(6 * len(pairs), 4.5), squeeze=False, sharey=True)
+    for ax, (setting, rows) in zip(axes[0], pairs.items()):
+        names = list(rows)
+        x = np.arange(len(names))
+        for k, (key, label) in enumerate([("published_naive", "ours, published order (naive CI)"),
+                                          ("published_bootstrap", "ours, published order (image bootstrap CI)"),
+                                          ("swapped_naive", "ours, positions swapped")]):
+            est = [rows[n][key] for n in names]
+            v = np.array([e.value for e in est])
+            err = np.array([[e.value - e.low for e in est], [e.high - e.value for e in est]])
+            ax.errorbar(x + (k - 1) * 0.18, v, yerr=err, fmt="o", capsize=3, color=figures.PALETTE[k], label=label)
+        ax.scatter(x, [rows[n].get("published", np.nan) for n in names], marker="D", s=60, facecolors="none",
+                   edgecolors="black", label="published (Yee et al. 2021)", zorder=5)
+        ax.axhline(0.5, color="grey", lw=1, ls="--")
+        ax.set_xticks(x, [n.replace("_", "–") for n in names])
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{setting}: first group's win rate")
+        ax.set_ylabel("P(first group's face is the crop centre)")
+    axes[0][0].legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return "First group's win rate per pair with 95% intervals, beside the published rates"
+
+
+def _figure_argmax(rows, setting, path: Path) -> str:
+    from autopsy import figures
+
+    rows = [r for r in rows if r["setting"] == setting]
+    pairs = list(dict.fromkeys(r["pair"] for r in rows))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    x = np.arange(len(pairs))
+    for k, rule in enumerate(("max", "mean", "sum")):
+        est = [next(r["rate"] for r in rows if r["pair"] == p and r["rule"] == rule) for p in pairs]
+        v = np.array([e.value for e in est])
+        ax.bar(x + (k - 1) * 0.27, v, width=0.27, color=figures.PALETTE[k], label=f"winner by {rule} saliency",
+               yerr=[v - [e.low for e in est], [e.high for e in est] - v], capsize=2)
+    ax.axhline(0.5, color="grey", lw=1, ls="--")
+    ax.set_xticks(x, pairs)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("first group's win rate")
+    ax.set_title(f"Argmax bias ({setting}): the paper's single-maximum rule vs mean and total saliency")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return "Win rates by the single maximum, the mean and the total saliency per image"
+
+
+def _figure_ita(frame: pd.DataFrame, path: Path) -> str:
+    from autopsy import figures, stats
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    bins = np.linspace(frame["delta_ita"].min() - 1e-6, frame["delta_ita"].max() + 1e-6, 7)
+    frame = frame.assign(bin=pd.cut(frame["delta_ita"], bins))
+    centres, rates, lows, highs = [], [], [], []
+    for interval, g in frame.groupby("bin", observed=True):
+        wins, n = int(g["edited_wins"].sum()), len(g)
+        low, high = stats.wilson_interval(wins, n)
+        centres.append(interval.mid)
+        rates.append(wins / n)
+        lows.append(low)
+        highs.append(high)
+    rates, lows, highs = map(np.array, (rates, lows, highs))
+    ax.errorbar(centres, rates, yerr=[rates - lows, highs - rates], fmt="o-", capsize=3, color=figures.PALETTE[0])
+    ax.axhline(0.5, color="grey", lw=1, ls="--")
+    ax.axvline(0, color="grey", lw=1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("ITA change of the edited photo (degrees; positive = lighter)")
+    ax.set_ylabel("P(edited photo wins the crop)")
+    ax.set_title("Same photo, edited skin tone, paired against the original")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return "Win rate of a skin-tone-edited photo against its original, by the change in ITA"
+
+
+def _summary_lines(metrics: dict, setting: str) -> list[str]:
+    lines = []
+    for name, s in metrics["summaries"][setting].items():
+        lines.append(f"{name}: ours {s['ours']:.3f} vs published {s['published']:.3f} ({setting})")
+    return lines
