@@ -299,7 +299,8 @@ def replace_background(image, mask, background):
     else:
         bg = _to_float(background)[0]
         if bg.shape != rgb.shape:
-            raise ValueError(f"background size {bg.shape[:2]} differs from the image's {rgb.shape[:2]}; resize it first")
+            raise ValueError(f"background size {bg.shape[:2]} differs from the image's {rgb.shape[:2]}; "
+                             "resize it first")
         requested = {"background": "image"}
     edited = _from_float(alpha[..., None] * rgb + (1 - alpha[..., None]) * bg, kind)
     out = _to_float(edited)[0]

@@ -72,9 +72,10 @@ def plot_estimates(
 
     ``data`` is a DataFrame with ``value``, ``low``, ``high`` (e.g. from ``fairness.group_metrics``),
     a list of ``Estimate``/dicts, or a dict label -> Estimate. ``label`` names the column (or list of
-    columns, for intersectional groups) to label them by. ``kind="bar"`` draws bars from zero (the axis always includes zero); ``"point"`` draws
-    points, for differences or values far from zero. ``reference`` adds a dashed line (e.g. 0.5 for a
-    preference, 0.8 for the four-fifths rule). Groups with a ``warning`` are hatched.
+    columns, for intersectional groups) to label them by. ``kind="bar"`` draws bars from zero (the
+    axis always includes zero); ``"point"`` draws points, for differences or values far from zero.
+    ``reference`` adds a dashed line (e.g. 0.5 for a preference, 0.8 for the four-fifths rule).
+    Groups with a ``warning`` are hatched.
     """
     if kind not in ("bar", "point"):
         raise ValueError(f"kind must be 'bar' or 'point'; got {kind!r}")

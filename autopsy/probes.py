@@ -10,7 +10,6 @@ intermediate layers using linear classifier probes".
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np

@@ -120,7 +120,8 @@ def _check_differentiable(f, x: torch.Tensor, method: str) -> None:
         with torch.enable_grad():
             out = f(probe)
     except RuntimeError as err:  # e.g. .numpy() on a tensor that requires grad
-        raise TypeError(_NOT_DIFFERENTIABLE.format(method=method, why=f"the forward failed under autograd ({err})")) from err
+        why = f"the forward failed under autograd ({err})"
+        raise TypeError(_NOT_DIFFERENTIABLE.format(method=method, why=why)) from err
     if out.grad_fn is None:
         raise TypeError(_NOT_DIFFERENTIABLE.format(
             method=method, why="the forward's output is not connected to the input by autograd (no grad_fn: "
@@ -210,9 +211,10 @@ def _perturbation_method(f, x, method, baselines, kwargs) -> torch.Tensor:
     # kernel_shap: captum fits one surrogate per example, so attribute item by item
     kwargs.setdefault("n_samples", 200)
     explainer = _captum.KernelShap(f)
+    per_item = isinstance(baselines, torch.Tensor) and baselines.shape[0] == x.shape[0] > 1
     items = []
     for i in range(x.shape[0]):
-        base_i = baselines[i : i + 1] if isinstance(baselines, torch.Tensor) and baselines.shape[:1] == x.shape[:1] else baselines
+        base_i = baselines[i : i + 1] if per_item else baselines
         items.append(explainer.attribute(x[i : i + 1], baselines=base_i, **kwargs))
     return torch.cat(items)
 
@@ -413,7 +415,9 @@ def faithfulness(
     """
     x = _as_batch(inputs)
     f = _scalar_forward(forward, target)
-    a = attribution.detach().cpu().numpy() if isinstance(attribution, torch.Tensor) else np.asarray(attribution, dtype=np.float64)
+    if isinstance(attribution, torch.Tensor):
+        attribution = attribution.detach().cpu().numpy()
+    a = np.asarray(attribution, dtype=np.float64)
     if x.ndim == 4:
         if a.ndim == 4:
             a = a.sum(1)
