@@ -86,7 +86,7 @@ def _cached_public_photos() -> dict[str, tuple]:
     return cached_public_photos()
 
 
-def choose_photo(label: str, key: str) -> Photo | None:
+def choose_photo(label: str, key: str, *, default_index: int = 0) -> Photo | None:
     """An upload-or-pick widget; returns the photo, or None (with a message in the page if it was bad)."""
     source = st.radio(f"{label}: source", ["Upload a photo", "From your cache of the public sets"],
                       key=f"{key}-source", horizontal=True)
@@ -105,7 +105,8 @@ def choose_photo(label: str, key: str) -> Photo | None:
         st.info("No public-set photos in your cache yet. `autopsy fetch twitter_crop` copies them from the "
                 "mirror (or downloads them, checking each file's SHA-256); then pick one here.")
         return None
-    choice = st.selectbox(f"{label}: photo", sorted(options), key=f"{key}-pick")
+    names = sorted(options)
+    choice = st.selectbox(f"{label}: photo", names, index=min(default_index, len(names) - 1), key=f"{key}-pick")
     st.caption(PERCEIVED_LABELS_NOTE)
     path, labels = options[choice]
     return photo_from_bytes(path.name, path.read_bytes(), labels=labels)

@@ -196,3 +196,80 @@ def test_upload_limit_matches_the_server_config():
 
     config = tomllib.loads((REPO / "app/.streamlit/config.toml").read_text())
     assert config["server"]["maxUploadSize"] * 2**20 == uploads.MAX_UPLOAD_BYTES
+
+
+# --------------------------------------------------------------------------- Twitter: a real run and the explorer
+
+TINY_RUN = {"profile": "quick", "limit_per_group": 3, "n_trials": 20, "n_bootstrap": 50, "ita_photos_per_group": 1,
+            "ita_levels": [1, 9], "attribution_examples": 1, "attribution_steps": 4, "featviz_steps": 4,
+            "featviz_size": 32, "trials_saved_per_pair": 5}
+
+
+@pytest.fixture(scope="module")
+def twitter_run(tmp_path_factory, offline_lab):
+    """A small real quick-profile run of the Twitter incident (same code path, fewer trials)."""
+    pytest.importorskip("incidents.twitter_crop.model", reason="the Twitter model module is not in this checkout")
+    from incidents.twitter_crop import INCIDENT
+
+    out = tmp_path_factory.mktemp("twitter-run")
+    INCIDENT.investigate(out, dict(TINY_RUN))
+    return out
+
+
+@pytest.fixture(scope="module")
+def cached_photos(offline_lab):
+    """A few public-set photos in the (temporary) cache, as `autopsy fetch` would leave them."""
+    from autopsy.assets import fetch
+    from autopsy.data import FAIRFACE_CONTEXT, FAIRFACE_CROPS
+
+    for image_set in (FAIRFACE_CONTEXT, FAIRFACE_CROPS):
+        for row in image_set.rows[:2]:
+            fetch(image_set.asset(row))
+
+
+def test_twitter_page_tells_the_story_of_a_quick_run(monkeypatch, twitter_run):
+    at = app(monkeypatch, twitter_run, package="incidents", page="twitter_crop")
+    assert at.title[0].value == "Twitter image cropping"
+    headings = "\n".join(m.value for m in at.markdown)
+    for section in ("What happened", "The public method", "What the simulation shows", "Limits", "Sources"):
+        assert f"## {section}" in headings
+    figures = at.get("image")
+    assert figures and all(f.proto.imgs[0].alt for f in figures), "every story figure needs alt text"
+    assert at.get("download_button")
+    assert not at.error
+
+
+def test_twitter_explorer_single_photo_pair_and_sliders(monkeypatch, tmp_path, cached_photos):
+    pytest.importorskip("incidents.twitter_crop.model", reason="the Twitter model module is not in this checkout")
+    at = app(monkeypatch, tmp_path, package="incidents", page="twitter_crop")
+    at.session_state["view"] = "Explorer"
+    at.run()
+    assert any("Upload a photo or pick one" in i.value for i in at.info)
+    at.radio(key="tw-a-source").set_value("From your cache of the public sets").run()
+    assert not at.exception and not at.error
+
+    def alts():
+        return [i.proto.imgs[0].alt for i in at.get("image")]
+
+    assert any(a.startswith("Saliency map overlay") for a in alts())
+    assert sum(a.startswith("Crop at aspect ratio") for a in alts()) == 4
+    before = next(a for a in alts() if a.startswith("Saliency map overlay"))
+
+    at.select_slider(key="tw-skin").set_value(9).run()  # counterfactual: a widget change re-runs
+    assert not at.exception
+    assert any("Monk Skin Tone level 9" in c.value for c in at.caption)
+    assert any(a.startswith("Saliency map overlay") for a in alts())
+
+    at.select_slider(key="tw-skin").set_value("original")
+    at.toggle(key="tw-attr-on").set_value(True).run()
+    assert not at.exception
+    assert any(a.startswith("Attribution map (gradient)") for a in alts())
+    assert next(a for a in alts() if a.startswith("Saliency map overlay")) == before
+
+    at.toggle(key="tw-attr-on").set_value(False)
+    at.segmented_control(key="tw-mode").set_value("Pair (published protocol)").run()
+    at.radio(key="tw-b-source").set_value("From your cache of the public sets").run()
+    assert not at.exception
+    pair = [a for a in alts() if a.startswith("Saliency map overlay of the pair")]
+    assert len(pair) == 2 and "A | B" in pair[0] and "B | A" in pair[1]
+    assert at.success or at.warning  # the verdict: same winner in both orders, or position decides

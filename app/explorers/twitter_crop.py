@@ -52,15 +52,13 @@ def analyse(key: str, _image: Image.Image, centre_prior: bool = False) -> Analys
     return Analysis(saliency, (int(round(x)), int(round(y))))
 
 
-def join_pair(left: Image.Image, right: Image.Image) -> Image.Image:
-    """The published protocol's canvas: left | right on black, as tall as the taller."""
-    join = getattr(_model_module(), "join_pair", None) or getattr(_model_module(), "join_images", None)
-    if join is not None:
-        return join(left, right)
-    canvas = Image.new("RGB", (left.width + right.width, max(left.height, right.height)), (0, 0, 0))
-    canvas.paste(left, (0, 0))
-    canvas.paste(right, (left.width, 0))
-    return canvas
+def join_pair(left: Image.Image, right: Image.Image) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """The published protocol's canvas: left | right on black, as tall as the taller (the shorter one
+    centred); returns the canvas and the left photo's box (left, top, right, bottom)."""
+    from autopsy.counterfactual import paired_canvas
+
+    canvas, record = paired_canvas(left, right, axis="horizontal", fill=(0, 0, 0))
+    return canvas, tuple(record.measured["first_box"])
 
 
 @st.cache_data(max_entries=64, ttl=900, show_spinner=False)
@@ -77,8 +75,7 @@ def attribution(key: str, _image: Image.Image, point: tuple[int, int], method: s
     from autopsy.saliency import attribute
 
     m, model = _model_module(), saliency_model()
-    x = m.preprocess(_image)
-    x = x if x.ndim == 4 else x[None]
+    x = m.preprocess(_image, side=getattr(m, "WORKING_SIDE", None))
     with torch.no_grad():
         out_shape = model(x).shape[-2:]
     oy = min(int(point[1] * out_shape[0] / _image.height), out_shape[0] - 1)
@@ -94,8 +91,9 @@ def skin_tone_edit(key: str, _image: Image.Image, level: int) -> tuple[Image.Ima
     from autopsy import counterfactual
 
     edited, record = counterfactual.edit_skin_tone(_image, target=level)
-    record = record if isinstance(record, dict) else getattr(record, "__dict__", {"record": str(record)})
-    return edited, {k: v for k, v in record.items() if isinstance(v, (int, float, str, bool))}
+    measured = getattr(record, "measured", {})
+    return edited, {"ita_before": measured.get("ita_before"), "ita_after": measured.get("ita_after"),
+                    "warning": getattr(record, "warning", None)}
 
 
 # --------------------------------------------------------------------------- the page
@@ -114,29 +112,32 @@ def show(lab, incident) -> None:
         return
     mode = st.segmented_control("Mode", ["One photo", "Pair (published protocol)"], default="One photo",
                                 key="tw-mode", required=True)
-    edit_level = st.select_slider(
-        "Counterfactual: skin tone of photo A (Monk Skin Tone level; 'original' = no edit)",
-        options=["original", *range(1, 11)], value="original", key="tw-skin",
-        help="A controlled edit of the skin pixels only, to ask: does the model's choice follow skin tone?",
-    )
     if mode == "One photo":
         photo = uploads.choose_photo("Photo A", "tw-a")
         if photo is None:
             st.info("Upload a photo or pick one from your cache to start.", icon=":material/photo_camera:")
             return
-        image, key = _edited(photo, edit_level)
+        image, key = _edited(photo, skin_tone_slider())
         single_view(image, key, photo)
     else:
         col_a, col_b = st.columns(2)
         with col_a:
             photo_a = uploads.choose_photo("Photo A", "tw-a")
         with col_b:
-            photo_b = uploads.choose_photo("Photo B", "tw-b")
+            photo_b = uploads.choose_photo("Photo B", "tw-b", default_index=1)
         if photo_a is None or photo_b is None:
             st.info("Choose two photos to compare.", icon=":material/photo_camera:")
             return
-        image_a, key_a = _edited(photo_a, edit_level)
+        image_a, key_a = _edited(photo_a, skin_tone_slider())
         pair_view(image_a, key_a, photo_b.image, photo_b.digest)
+
+
+def skin_tone_slider():
+    return st.select_slider(
+        "Counterfactual: skin tone of photo A (Monk Skin Tone level 1 lightest to 10 darkest; 'original' = no edit)",
+        options=["original", *range(1, 11)], value="original", key="tw-skin",
+        help="A controlled edit of the skin pixels only, to ask: does the model's choice follow skin tone?",
+    )
 
 
 def _edited(photo: uploads.Photo, level) -> tuple[Image.Image, str]:
@@ -150,8 +151,12 @@ def _edited(photo: uploads.Photo, level) -> tuple[Image.Image, str]:
     except Exception as err:
         st.warning(f"The skin-tone edit could not be applied to this photo: {err}. Showing the original.")
         return photo.image, photo.digest
-    described = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items())
-    st.caption(f"Photo A edited to Monk Skin Tone level {level}" + (f" ({described})" if described else ""))
+    ita = (f": median skin ITA {record['ita_before']:.0f}° → {record['ita_after']:.0f}° (lower = darker)"
+           if record.get("ita_before") is not None and record.get("ita_after") is not None else "")
+    st.caption(f"Photo A edited to Monk Skin Tone level {level}{ita}. Only pixels of a colour-heuristic skin mask "
+               "change; that heuristic under-detects very dark and very light skin.")
+    if record.get("warning"):
+        st.warning(f"Skin-tone edit: {record['warning']}")
     return edited, f"{photo.digest}-mst{level}"
 
 
@@ -161,10 +166,13 @@ def single_view(image: Image.Image, key: str, photo: uploads.Photo) -> None:
     with left:
         alt = f"{OVERLAY_ALT} of {photo.name}: the most salient point is at x={result.point[0]}, y={result.point[1]}"
         st.image(overlay_png(key, image, result, "Saliency and most salient point"), alt=alt,
-                 caption=f"{OVERLAY_ALT}: brighter = more salient (cividis); the ring marks the most salient point.")
-        if photo.original_size != photo.image.size:
-            st.caption(f"Analysed at {image.width}×{image.height} (scaled down from "
-                       f"{photo.original_size[0]}×{photo.original_size[1]}).")
+                 caption=f"{OVERLAY_ALT}: brighter = more salient (cividis); the + marks the most salient point.")
+        m = _model_module()
+        working = m.working_size(*image.size) if hasattr(m, "working_size") else image.size
+        scaled = (f" (scaled down from {photo.original_size[0]}×{photo.original_size[1]})"
+                  if photo.original_size != photo.image.size else "")
+        st.caption(f"Photo {image.width}×{image.height}{scaled}; the model sees it at {working[0]}×{working[1]}, "
+                   "its working resolution.")
     with right:
         st.markdown("**The crops Twitter would show** (centred on the most salient point)")
         crops_view(image, result.point)
@@ -176,10 +184,10 @@ def crops_view(image: Image.Image, point: tuple[int, int]) -> None:
     ratios = aspect_ratios()
     columns = st.columns(2)
     for i, ratio in enumerate(ratios):
-        box = tuple(int(v) for v in m.crop(image.size, point, ratio))
+        left, top, width, height = (int(v) for v in m.crop(image.size, point, ratio))
         with columns[i % 2]:
-            st.image(image.crop(box), alt=f"Crop at aspect ratio {ratio:g}",
-                     caption=f"aspect ratio {ratio:g}: {box[2] - box[0]}×{box[3] - box[1]} px")
+            st.image(image.crop((left, top, left + width, top + height)), alt=f"Crop at aspect ratio {ratio:g}",
+                     caption=f"height/width {ratio:g}: {width}×{height} px")
 
 
 def pair_view(image_a: Image.Image, key_a: str, image_b: Image.Image, key_b: str) -> None:
@@ -189,10 +197,10 @@ def pair_view(image_a: Image.Image, key_a: str, image_b: Image.Image, key_b: str
     winners = []
     columns = st.columns(2)
     for column, (label, left, right, kl, kr, names) in zip(columns, orders):
-        canvas = join_pair(left, right)
+        canvas, left_box = join_pair(left, right)
         key = f"pair-{kl}-{kr}"
         result = analyse(key, canvas)
-        winner = names[0] if result.point[0] < left.width else names[1]
+        winner = names[0] if result.point[0] < left_box[2] else names[1]
         winners.append((winner, canvas, key, result))
         with column:
             st.image(overlay_png(key, canvas, result, f"{label}: photo {winner} wins"),
@@ -221,4 +229,4 @@ def attribution_view(image: Image.Image, key: str, point: tuple[int, int], what:
                                   colorbar_label="|attribution| (normalised)", cmap="viridis")
         st.image(png, alt=f"Attribution map ({method}) for {what}",
                  caption=f"Attribution map ({label.split(' (')[0]}; viridis): brighter pixels change the output at "
-                         "the ring the most.")
+                         "the + the most.")

@@ -1,0 +1,131 @@
+"""Zoom virtual-background explorer: the Google Meet segmentation model family on your photos.
+
+The person mask (MediaPipe Selfie Segmentation, converted to torch) over the photo, how much of each
+detected face (BlazeFace) stays in the foreground, the photo composited onto a choice of virtual
+backgrounds, and exposure and skin-tone sliders that edit the photo before segmentation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+from PIL import Image, ImageDraw
+
+from app import imaging, uploads
+
+MASK_ALT = "Person mask overlay"
+BOX_COLOUR = (230, 159, 0)  # Okabe-Ito orange
+BACKGROUNDS = {  # generated, no photos: (top colour, bottom colour)
+    "Deep blue": ((0, 114, 178), (0, 114, 178)),
+    "Light grey": ((220, 220, 220), (220, 220, 220)),
+    "Charcoal": ((40, 40, 40), (40, 40, 40)),
+    "Bright window (sky gradient)": ((250, 250, 245), (86, 180, 233)),
+    "Warm sunset gradient": ((240, 228, 66), (213, 94, 0)),
+}
+VARIANTS = {"General (256×256)": "general", "Landscape (144×256)": "landscape"}
+
+
+@st.cache_resource(show_spinner="Loading MediaPipe Selfie Segmentation…")
+def segmenter(variant: str):
+    from autopsy.models.mediapipe import SelfieSegmenter
+
+    return SelfieSegmenter(variant).eval()
+
+
+@st.cache_resource(show_spinner="Loading BlazeFace…")
+def face_detector():
+    from autopsy.models.mediapipe import FaceDetector
+
+    return FaceDetector("full_range").eval()
+
+
+@st.cache_data(max_entries=64, ttl=900, show_spinner="Segmenting…")
+def segment(key: str, _image: Image.Image, variant: str) -> np.ndarray:
+    return np.asarray(segmenter(variant).segment(_image), dtype=np.float32)
+
+
+@st.cache_data(max_entries=64, ttl=900, show_spinner="Finding faces…")
+def faces(key: str, _image: Image.Image) -> list[tuple[float, float, float, float]]:
+    return [d.box for d in face_detector().detect(_image)]
+
+
+@st.cache_data(max_entries=32, ttl=900, show_spinner="Editing the photo…")
+def edited(key: str, _image: Image.Image, stops: float, level) -> tuple[Image.Image, list[str]]:
+    from autopsy import counterfactual
+
+    notes, image = [], _image
+    if stops:
+        image, record = counterfactual.edit_exposure(image, stops=stops)
+        notes.append(f"exposure {stops:+g} stops (achieved {record.measured['achieved_stops']:+.2f})"
+                     + (f"; {record.warning}" if record.warning else ""))
+    if level != "original":
+        image, record = counterfactual.edit_skin_tone(image, target=int(level))
+        notes.append(f"skin tone to Monk level {level} (median ITA {record.measured['ita_before']:.0f}° → "
+                     f"{record.measured['ita_after']:.0f}°)" + (f"; {record.warning}" if record.warning else ""))
+    return image, notes
+
+
+def face_coverage(mask: np.ndarray, box) -> float:
+    """Fraction of the face box's pixels the mask keeps as person (probability >= 0.5)."""
+    h, w = mask.shape
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    region = mask[max(y0, 0):min(y1, h), max(x0, 0):min(x1, w)]
+    return float((region >= 0.5).mean()) if region.size else float("nan")
+
+
+def background(name: str, size: tuple[int, int]) -> np.ndarray:
+    top, bottom = (np.array(c, dtype=np.float32) for c in BACKGROUNDS[name])
+    t = np.linspace(0, 1, size[1], dtype=np.float32)[:, None, None]
+    return np.broadcast_to(top * (1 - t) + bottom * t, (size[1], size[0], 3)).astype(np.uint8)
+
+
+def show(lab, incident) -> None:
+    st.markdown("Run the **Google Meet segmentation model family** (MediaPipe Selfie Segmentation, converted "
+                "to PyTorch) on a photo and see what a virtual background keeps of the person — and of the face.")
+    photo = uploads.choose_photo("Photo", "zm")
+    if photo is None:
+        st.info("Upload a photo or pick one from your cache to start.", icon=":material/photo_camera:")
+        return
+    c1, c2, c3 = st.columns(3)
+    variant = VARIANTS[c1.radio("Segmentation model", list(VARIANTS), key="zm-variant")]
+    stops = c2.slider("Exposure (stops)", -3.0, 3.0, 0.0, 0.5, key="zm-stops",
+                      help="A camera-like exposure change before segmentation: under-exposed webcams are common.")
+    level = c3.select_slider("Skin tone (Monk level; 'original' = no edit)", options=["original", *range(1, 11)],
+                             value="original", key="zm-skin")
+    image, key = photo.image, photo.digest
+    if stops or level != "original":
+        try:
+            image, notes = edited(f"{key}-{stops}-{level}", photo.image, stops, level)
+            key = f"{key}-{stops}-{level}"
+            st.caption("Edited before segmentation: " + "; ".join(notes) + ".")
+        except Exception as err:
+            st.warning(f"The edit could not be applied to this photo: {err}. Showing the original.")
+    try:
+        mask = segment(f"{key}-{variant}", image, variant)
+        boxes = faces(key, image)
+    except Exception as err:
+        st.error(f"The MediaPipe models are not available: {err}", icon=":material/error:")
+        return
+    choice = st.selectbox("Virtual background", list(BACKGROUNDS), key="zm-background")
+    from autopsy.counterfactual import replace_background
+
+    composite, _ = replace_background(image, mask, background(choice, image.size))
+    left, right = st.columns(2)
+    with left:
+        outlined = image.copy()
+        draw = ImageDraw.Draw(outlined)
+        for box in boxes:
+            draw.rectangle(box, outline=BOX_COLOUR, width=max(2, image.width // 200))
+        st.image(imaging.overlay_png(outlined, mask, cmap="viridis", colorbar_label="person probability",
+                                     title="Person mask (viridis) and faces found"),
+                 alt=f"{MASK_ALT}: {mask.mean():.0%} of the photo is kept as person; {len(boxes)} face(s) boxed",
+                 caption=f"{MASK_ALT}: bright = kept as person; orange boxes = faces found by BlazeFace.")
+    with right:
+        st.image(composite, alt=f"The photo on the virtual background '{choice}'",
+                 caption=f"What the call shows: the photo on '{choice}'.")
+    if not boxes:
+        st.info("BlazeFace found no face in this photo, so face coverage cannot be measured.")
+    for i, box in enumerate(boxes, 1):
+        st.metric(f"Face {i}: share of its box kept as person", f"{face_coverage(mask, box):.0%}",
+                  help="Pixels of the face's detection box with person probability ≥ 0.5. Low values are the "
+                       "incident's harm: the face disappears into the virtual background.")
