@@ -138,7 +138,7 @@ def test_architecture_mismatch_refused(entries):
 
 def test_blur_keeps_size_and_mass():
     blur = GaussianBlur(19, 3.0, "replicate")
-    x = torch.ones(1, 1, 7, 12)
+    x = torch.ones(2, 3, 7, 12)
     y = blur(x)
     assert y.shape == x.shape
     assert torch.allclose(y, x, atol=1e-5)  # replicate padding leaves a constant map unchanged

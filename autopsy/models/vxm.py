@@ -315,9 +315,13 @@ class GaussianBlur(nn.Module):
             x = F.pad(x, (r, r, r, r))
         else:
             x = F.pad(x, (r, r, r, r), mode=mode)
+        # Every channel is blurred alike: fold channels into the batch so the kernel has a fixed
+        # shape (which also keeps ONNX export independent of the channel count).
+        n, h, w = x.shape[0], x.shape[-2], x.shape[-1]
         k = self.kernel.to(x.dtype)
-        x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-        return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+        x = x.reshape(n * c, 1, h, w)
+        x = F.conv2d(F.conv2d(x, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))
+        return x.reshape(n, c, h - 2 * r, w - 2 * r)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, std={self.std}, padding_mode={self.padding_mode!r}"

@@ -15,8 +15,9 @@ scores the binary printed: Twitter's notebook turns them into probabilities with
 
 Input convention of the network (what :func:`preprocess` produces): float32 NCHW, channels in
 **BGR** order, 0-255 pixel values minus the Caffe/VGG means ``(103.939, 116.779, 123.68)``
-(B, G, R); :func:`saliency_map` first resizes the image so that its shorter side is
-:data:`WORKING_SIDE` px and both sides are multiples of 16 (``preprocess(image, side=WORKING_SIDE)``). None of this is stored in the file; it was chosen by measurement in
+(B, G, R). :func:`saliency_map` first resizes the image so that its shorter side is
+:data:`WORKING_SIDE` px and both sides are multiples of 16 (``preprocess(image, side=WORKING_SIDE)``).
+None of this is stored in the file; it was chosen by measurement in
 ``benchmarks/twitter_preprocessing.py`` (results: ``benchmarks/results/twitter_preprocessing.json``
 and ``.md``): on 540 FairFace head-and-shoulders photos the saliency maximum falls in the face
 box far more often with BGR-minus-mean than with raw, RGB-minus-mean, [0, 1] or [-1, 1] inputs
