@@ -6,6 +6,7 @@ against a real quick-profile run of the incident when the incident and its model
 
 import io
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -105,6 +106,30 @@ def test_incident_page_without_a_run_offers_the_quick_profile(monkeypatch, tmp_p
     assert any("The run failed" in e.value for e in at.error)
 
 
+def test_running_the_quick_profile_from_the_page_shows_progress_then_the_story(monkeypatch, tmp_path):
+    import dataclasses
+
+    from app import lab as lab_module
+    from autopsy import registry
+
+    calls = []
+
+    def investigate(out_dir, params, progress=None):
+        calls.append(params)
+        progress(0.5, "half way")
+        write_fixture_run(Path(out_dir))
+        return RUN
+
+    real = registry.discover(FIXTURE_PACKAGE)
+    patched = {slug: dataclasses.replace(i, investigate=investigate) for slug, i in real.items()}
+    monkeypatch.setattr(lab_module.registry, "discover", lambda package="incidents": patched)
+    at = app(monkeypatch, tmp_path, page="alpha")
+    at.button(key="run-alpha").click().run()
+    assert not at.exception
+    assert calls == [{"profile": "quick"}]
+    assert "We ran 540 images." in texts(at)
+
+
 def test_incident_page_renders_the_story_blocks_of_the_run(monkeypatch, tmp_path):
     write_fixture_run(tmp_path)
     at = app(monkeypatch, tmp_path, page="alpha")
@@ -200,19 +225,41 @@ def test_upload_limit_matches_the_server_config():
 
 # --------------------------------------------------------------------------- Twitter: a real run and the explorer
 
-TINY_RUN = {"profile": "quick", "limit_per_group": 3, "n_trials": 20, "n_bootstrap": 50, "ita_photos_per_group": 1,
-            "ita_levels": [1, 9], "attribution_examples": 1, "attribution_steps": 4, "featviz_steps": 4,
-            "featviz_size": 32, "trials_saved_per_pair": 5}
+def synthetic_run(story_path: Path, out: Path, slug: str) -> Path:
+    """A run record and figures that satisfy every placeholder of ``story_path``, with placeholder values.
 
+    A real quick run of the Twitter incident takes minutes (attribution sanity checks, feature
+    visualisation), too long for this suite, so the story page is tested against a run shaped by the
+    story itself: each ``metrics.*`` path gets a number (when filtered) or an estimate record, each
+    ``table("...")`` a small table, each figure a plain chart (no faces). The numbers are not the
+    incident's; the page, its sections, figures and alt text are the real story's.
+    """
+    from autopsy.story import FIGURE_LINE
 
-@pytest.fixture(scope="module")
-def twitter_run(tmp_path_factory, offline_lab):
-    """A small real quick-profile run of the Twitter incident (same code path, fewer trials)."""
-    pytest.importorskip("incidents.twitter_crop.model", reason="the Twitter model module is not in this checkout")
-    from incidents.twitter_crop import INCIDENT
-
-    out = tmp_path_factory.mktemp("twitter-run")
-    INCIDENT.investigate(out, dict(TINY_RUN))
+    text = story_path.read_text()
+    metrics: dict = {}
+    for expression in re.findall(r"{{(.*?)}}", text):
+        match = re.match(r"\s*metrics\.([\w.]+)\s*(\|)?", expression)
+        if not match:
+            continue
+        *parents, leaf = match[1].split(".")
+        node = metrics
+        for name in parents:
+            node = node.setdefault(name, {})
+        node[leaf] = 0.5 if match[2] else {"value": 0.5, "low": 0.4, "high": 0.6, "n": 10, "test": "fixture"}
+    tables = {name: [{"row": "fixture", "value": 0.5}] for name in re.findall(r'table\("(\w+)"', text)}
+    params = {name: 1 for name in re.findall(r"run\.params\.(\w+)", text)}
+    record = {**RUN, "slug": slug, "metrics": metrics, "tables": tables, "params": {"profile": "quick", **params}}
+    (out / "metrics").mkdir(parents=True, exist_ok=True)
+    (out / "metrics" / f"{slug}.json").write_text(json.dumps(record))
+    figures = out / "outputs" / slug
+    figures.mkdir(parents=True, exist_ok=True)
+    for line in text.splitlines():
+        if figure := FIGURE_LINE.match(line):
+            fig, ax = plt.subplots(figsize=(3, 2))
+            ax.bar(["A", "B"], [0.5, 0.25], color="#0072B2")
+            fig.savefig(figures / figure["src"])
+            plt.close(fig)
     return out
 
 
@@ -227,8 +274,11 @@ def cached_photos(offline_lab):
             fetch(image_set.asset(row))
 
 
-def test_twitter_page_tells_the_story_of_a_quick_run(monkeypatch, twitter_run):
-    at = app(monkeypatch, twitter_run, package="incidents", page="twitter_crop")
+def test_twitter_page_tells_the_story_of_a_run(monkeypatch, tmp_path):
+    from incidents.twitter_crop import INCIDENT
+
+    synthetic_run(INCIDENT.story, tmp_path, "twitter_crop")
+    at = app(monkeypatch, tmp_path, package="incidents", page="twitter_crop")
     assert at.title[0].value == "Twitter image cropping"
     headings = "\n".join(m.value for m in at.markdown)
     for section in ("What happened", "The public method", "What the simulation shows", "Limits", "Sources"):
@@ -273,3 +323,35 @@ def test_twitter_explorer_single_photo_pair_and_sliders(monkeypatch, tmp_path, c
     pair = [a for a in alts() if a.startswith("Saliency map overlay of the pair")]
     assert len(pair) == 2 and "A | B" in pair[0] and "B | A" in pair[1]
     assert at.success or at.warning  # the verdict: same winner in both orders, or position decides
+
+
+# --------------------------------------------------------------------------- Zoom explorer (module on its own)
+
+
+def _zoom_explorer_script(repo: str, out: str):
+    import sys
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    sys.path.insert(0, repo)
+    from app.explorers import zoom_matting
+    from app.lab import Lab
+
+    zoom_matting.show(Lab(out=Path(out)), SimpleNamespace(slug="zoom_matting", title="Zoom virtual backgrounds"))
+
+
+def test_zoom_explorer_mask_coverage_backgrounds_and_sliders(tmp_path, cached_photos):
+    pytest.importorskip("autopsy.models.mediapipe", reason="the MediaPipe ports are not in this checkout")
+    at = AppTest.from_function(_zoom_explorer_script, args=(str(REPO), str(tmp_path)), default_timeout=120).run()
+    assert not at.exception
+    at.radio(key="zm-source").set_value("From your cache of the public sets").run()
+    assert not at.exception and not at.error
+    alts = [i.proto.imgs[0].alt for i in at.get("image")]
+    assert any(a.startswith("Person mask overlay") for a in alts) and any("virtual background" in a for a in alts)
+    assert at.metric and at.metric[0].value.endswith("%")  # face coverage
+    at.slider(key="zm-stops").set_value(-2.0).run()
+    assert not at.exception and any("exposure -2 stops" in c.value for c in at.caption)
+    at.select_slider(key="zm-skin").set_value(9)
+    at.selectbox(key="zm-background").set_value("Charcoal").run()
+    assert not at.exception and any("Monk level 9" in c.value for c in at.caption)
+    assert any("'Charcoal'" in i.proto.imgs[0].alt for i in at.get("image"))

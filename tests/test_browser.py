@@ -93,7 +93,12 @@ def test_twitter_explorer_in_a_real_browser(server, mirror, tmp_path):
             page.get_by_role("link", name="Open the story and explorer").first.click()
             expect(page.get_by_role("heading", name="Twitter image cropping")).to_be_visible()
             page.get_by_role("tab", name="Explorer").click()
-            page.locator("input[type=file]").first.set_input_files(str(photo))
+            uploader = page.locator("input[type=file]").first
+            bad = tmp_path / "upload" / "not_a_photo.jpg"
+            bad.write_text("this is a text file with a .jpg name")
+            uploader.set_input_files(str(bad))  # a bad file: a clear message, nothing else breaks
+            expect(page.get_by_text("not an image this viewer can read")).to_be_visible()
+            uploader.set_input_files(str(photo))
             overlay = page.locator('img[alt^="Saliency map overlay"]')
             expect(overlay.first).to_be_visible(timeout=180_000)
             expect(page.locator('img[alt^="Crop at aspect ratio"]').first).to_be_visible()
