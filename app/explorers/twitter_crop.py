@@ -207,10 +207,10 @@ def pair_view(image_a: Image.Image, key_a: str, image_b: Image.Image, key_b: str
                      alt=f"{OVERLAY_ALT} of the pair {label}: photo {winner} holds the most salient point",
                      caption=f"{OVERLAY_ALT}, order {label}: the most salient point falls on photo {winner}.")
     if winners[0][0] == winners[1][0]:
-        st.success(f"Photo **{winners[0][0]}** wins in both orders: the choice follows the photo, not its position.",
+        st.info(f"Photo **{winners[0][0]}** wins in both orders: the choice follows the photo, not its position.",
                    icon=":material/emoji_events:")
     else:
-        st.warning("Each order picks a different photo: here **position**, not the face, decides.",
+        st.info("Each order picks a different photo: here **position**, not the face, decides.",
                    icon=":material/swap_horiz:")
     winner, canvas, key, result = winners[0]
     attribution_view(canvas, key, result.point, f"the winning point (photo {winner}, order A | B)")
