@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -95,7 +96,12 @@ def cmd_run(args) -> int:
     if args.profile not in incident.profiles:
         raise ValueError(f"{args.slug} has no profile {args.profile!r}; choose one of {list(incident.profiles)}")
     params = _params(args)
-    record = incident.investigate(Path(args.out), params)
+    started = time.perf_counter()
+
+    def progress(fraction: float, message: str) -> None:
+        print(f"  [{time.perf_counter() - started:6.1f}s {100 * fraction:3.0f}%] {message}", file=sys.stderr, flush=True)
+
+    record = incident.investigate(Path(args.out), params, progress=progress)
     paths = RunPaths(Path(args.out), args.slug)
     print(f"{args.slug}: metrics written to {paths.metrics}, figures to {paths.outputs}/")
     for line in record.get("summary", []):

@@ -73,8 +73,8 @@ def run(network, images: dict, passes: dict, trials: pd.DataFrame, table: pd.Dat
 
     progress(0.88, "feature visualisation")
     channels = list(range(min(params.get("featviz_channels", 4), 7)))
-    renders = [featviz.render(network, f"{READOUT_LAYER}:{c}", size=params["featviz_size"],
-                              steps=params["featviz_steps"], seed=params["seed"], preprocess=model.featviz_preprocess)
+    renders = [featviz.channel(network, READOUT_LAYER, c, size=params["featviz_size"], steps=params["featviz_steps"],
+                               seed=params["seed"], preprocess=model.featviz_preprocess)
                for c in channels]
     figs["featviz.png"] = _figure_featviz(renders, channels, out_dir / "featviz.png")
 
@@ -108,11 +108,13 @@ def _probe(passes: dict, table: pd.DataFrame, params: dict):
     result, rows = {}, []
     for layer in PROBE_LAYERS:
         features = torch.stack([passes[i].pooled[layer] for i in ids]).numpy()
-        r = probes.probe(features, labels, seed=params["seed"])
-        result[layer] = {"accuracy": r.accuracy, "control": r.control_accuracy, "selectivity": r.selectivity,
-                         "majority_baseline": r.majority_baseline}
-        rows.append({"layer": layer, "probe accuracy": r.accuracy, "control task": r.control_accuracy,
-                     "selectivity": r.selectivity, "majority class": r.majority_baseline})
+        smallest = int(pd.Series(labels).value_counts().min())
+        if smallest < 2:
+            return {"skipped": f"a class has {smallest} photo(s); a probe needs at least 2 per class"}, []
+        r = probes.probe(features, labels, seed=params["seed"], cv=min(5, smallest))
+        result[layer] = r.to_dict()
+        rows.append({"layer": layer, "probe accuracy": r.accuracy, "control task": r.control,
+                     "selectivity": r.selectivity, "majority class": r.majority, "warning": r.warning})
     return result, rows
 
 

@@ -213,7 +213,7 @@ def _save_trials(trials: pd.DataFrame, path: Path, per_pair: int) -> None:
     for ratio in model.ASPECT_RATIOS:
         boxes = [model.crop((w, h), (x, y), ratio) for w, h, x, y in
                  zip(keep["canvas_w"], keep["canvas_h"], keep["point_x"], keep["point_y"])]
-        keep[f"crop_{ratio}"] = [",".join(str(int(v)) for v in b) for b in boxes]
+        keep[f"crop_{ratio}_ltwh"] = [",".join(str(int(v)) for v in b) for b in boxes]
     tmp = path.with_suffix(".csv.part")
     keep.to_csv(tmp, index=False)
     tmp.replace(path)
@@ -232,24 +232,29 @@ def _ita_ladder(seam, images, table, members, params) -> dict:
     """Edit photos along the Monk Skin Tone ladder; pair each edit against its original (both orders)."""
     from autopsy import counterfactual, stats
 
-    trials = []
+    from autopsy.models.mediapipe import FaceDetector
+
+    detector = FaceDetector()
+    trials, skipped = [], []
     for code, ids in members.items():
         for i in ids[: params["ita_photos_per_group"]]:
             original = _resize(images[i], "fixed_height", params)
-            base = seam.image_pass(model.preprocess(original))
-            mask = counterfactual.skin_mask(original)
-            if mask.sum() < 100:
+            faces = detector.detect(original)
+            mask = counterfactual.skin_mask(original, region=faces[0].box) if faces else None
+            if mask is None or mask.sum() < 100:
+                skipped.append(table.at[i, "file"])  # no face found, or too little skin detected in it
                 continue
+            base = seam.image_pass(model.preprocess(original))
             for level in params["ita_levels"]:
                 edited, record = counterfactual.edit_skin_tone(original, target=level, mask=mask)
+                before, after = record.measured["ita_before"], record.measured["ita_after"]
                 moved = seam.image_pass(model.preprocess(edited))
                 for edited_left in (True, False):
                     lefts, rights = ([moved], [base]) if edited_left else ([base], [moved])
                     m = seam.canvas_maps(lefts, rights).numpy()[0]
                     o = protocol.outcome(m, lefts[0].width // seam.stride, seam.stride)
                     trials.append({"group": code, "image": i, "mst_level": level,
-                                   "ita_before": record.ita_before, "ita_after": record.ita_after,
-                                   "delta_ita": record.ita_after - record.ita_before,
+                                   "ita_before": before, "ita_after": after, "delta_ita": after - before,
                                    "edited_left": edited_left, "edited_wins": o.left_wins_max == edited_left})
     frame = pd.DataFrame(trials)
     rows = []
@@ -262,7 +267,8 @@ def _ita_ladder(seam, images, table, members, params) -> dict:
     lighter = frame[frame["delta_ita"] > 0]["edited_wins"]
     darker = frame[frame["delta_ita"] < 0]["edited_wins"]
     metrics = {
-        "n_photos": int(frame["image"].nunique()), "n_trials": len(frame),
+        "n_photos": int(frame["image"].nunique()), "n_trials": len(frame), "n_skipped": len(skipped),
+        "skipped_files": skipped,
         "lighter_edit_wins": protocol.naive_rate(int(lighter.sum()), len(lighter)) if len(lighter) else None,
         "darker_edit_wins": protocol.naive_rate(int(darker.sum()), len(darker)) if len(darker) else None,
         "position_left_wins": protocol.naive_rate(int((frame["edited_wins"] == frame["edited_left"]).sum()), len(frame)),
@@ -271,6 +277,11 @@ def _ita_ladder(seam, images, table, members, params) -> dict:
 
 
 # -- figures ------------------------------------------------------------------------------------
+
+def _error_bars(estimates) -> np.ndarray:
+    """Matplotlib's (2, n) error bars; a percentile interval need not contain its estimate, so clip at 0."""
+    return np.clip([[e.value - e.low for e in estimates], [e.high - e.value for e in estimates]], 0, None)
+
 
 def _figure_pairs(pairs: dict, path: Path) -> str:
     from autopsy import figures
@@ -284,8 +295,8 @@ def _figure_pairs(pairs: dict, path: Path) -> str:
                                           ("swapped_naive", "ours, positions swapped")]):
             est = [rows[n][key] for n in names]
             v = np.array([e.value for e in est])
-            err = np.array([[e.value - e.low for e in est], [e.high - e.value for e in est]])
-            ax.errorbar(x + (k - 1) * 0.18, v, yerr=err, fmt="o", capsize=3, color=figures.PALETTE[k], label=label)
+            err = _error_bars(est)
+            ax.errorbar(x + (k - 1) * 0.18, v, yerr=err, fmt="o", capsize=3, color=figures.OKABE_ITO[k], label=label)
         ax.scatter(x, [rows[n].get("published", np.nan) for n in names], marker="D", s=60, facecolors="none",
                    edgecolors="black", label="published (Yee et al. 2021)", zorder=5)
         ax.axhline(0.5, color="grey", lw=1, ls="--")
@@ -310,8 +321,8 @@ def _figure_argmax(rows, setting, path: Path) -> str:
     for k, rule in enumerate(("max", "mean", "sum")):
         est = [next(r["rate"] for r in rows if r["pair"] == p and r["rule"] == rule) for p in pairs]
         v = np.array([e.value for e in est])
-        ax.bar(x + (k - 1) * 0.27, v, width=0.27, color=figures.PALETTE[k], label=f"winner by {rule} saliency",
-               yerr=[v - [e.low for e in est], [e.high for e in est] - v], capsize=2)
+        ax.bar(x + (k - 1) * 0.27, v, width=0.27, color=figures.OKABE_ITO[k], label=f"winner by {rule} saliency",
+               yerr=_error_bars(est), capsize=2)
     ax.axhline(0.5, color="grey", lw=1, ls="--")
     ax.set_xticks(x, pairs)
     ax.set_ylim(0, 1)
@@ -339,7 +350,7 @@ def _figure_ita(frame: pd.DataFrame, path: Path) -> str:
         lows.append(low)
         highs.append(high)
     rates, lows, highs = map(np.array, (rates, lows, highs))
-    ax.errorbar(centres, rates, yerr=[rates - lows, highs - rates], fmt="o-", capsize=3, color=figures.PALETTE[0])
+    ax.errorbar(centres, rates, yerr=np.clip([rates - lows, highs - rates], 0, None), fmt="o-", capsize=3, color=figures.OKABE_ITO[0])
     ax.axhline(0.5, color="grey", lw=1, ls="--")
     ax.axvline(0, color="grey", lw=1)
     ax.set_ylim(0, 1)

@@ -61,6 +61,7 @@ class SeamCanvas:
     def image_pass(self, x: torch.Tensor) -> ImagePass:
         """Run one preprocessed image (1, 3, H, W) through the trunk, keeping edge columns."""
         lefts, rights, pooled, height, width = [], [], {}, x.shape[-2], x.shape[-1]
+        x = x.contiguous(memory_format=torch.channels_last)  # ~1.5x faster convolutions on CPU
         for name, layer in self.trunk.named_children():
             lefts.append(x[0, :, :, :EDGE].clone())
             rights.append(x[0, :, :, -EDGE:].clone())
