@@ -33,10 +33,6 @@ def saliency_model():
     return _model_module().build_model(weights="fastgaze")
 
 
-def aspect_ratios() -> tuple[float, ...]:
-    return tuple(getattr(_model_module(), "ASPECT_RATIOS", (0.56, 1.0, 1.14, 2.0)))
-
-
 @dataclass(frozen=True)
 class Analysis:
     saliency: np.ndarray  # H x W at the image's resolution
@@ -75,7 +71,7 @@ def attribution(key: str, _image: Image.Image, point: tuple[int, int], method: s
     from autopsy.saliency import attribute
 
     m, model = _model_module(), saliency_model()
-    x = m.preprocess(_image, side=getattr(m, "WORKING_SIDE", None))
+    x = m.preprocess(_image, side=m.WORKING_SIDE)  # what saliency_map feeds the network
     with torch.no_grad():
         out_shape = model(x).shape[-2:]
     oy = min(int(point[1] * out_shape[0] / _image.height), out_shape[0] - 1)
@@ -145,9 +141,6 @@ def _edited(photo: uploads.Photo, level) -> tuple[Image.Image, str]:
         return photo.image, photo.digest
     try:
         edited, record = skin_tone_edit(photo.digest, photo.image, int(level))
-    except ImportError:
-        st.warning("The counterfactual module (autopsy.counterfactual) is not in this checkout; showing the original.")
-        return photo.image, photo.digest
     except Exception as err:
         st.warning(f"The skin-tone edit could not be applied to this photo: {err}. Showing the original.")
         return photo.image, photo.digest
@@ -168,7 +161,7 @@ def single_view(image: Image.Image, key: str, photo: uploads.Photo) -> None:
         st.image(overlay_png(key, image, result, "Saliency and most salient point"), alt=alt,
                  caption=f"{OVERLAY_ALT}: brighter = more salient (cividis); the + marks the most salient point.")
         m = _model_module()
-        working = m.working_size(*image.size) if hasattr(m, "working_size") else image.size
+        working = m.working_size(*image.size)
         scaled = (f" (scaled down from {photo.original_size[0]}×{photo.original_size[1]})"
                   if photo.original_size != photo.image.size else "")
         st.caption(f"Photo {image.width}×{image.height}{scaled}; the model sees it at {working[0]}×{working[1]}, "
@@ -181,9 +174,8 @@ def single_view(image: Image.Image, key: str, photo: uploads.Photo) -> None:
 
 def crops_view(image: Image.Image, point: tuple[int, int]) -> None:
     m = _model_module()
-    ratios = aspect_ratios()
     columns = st.columns(2)
-    for i, ratio in enumerate(ratios):
+    for i, ratio in enumerate(m.ASPECT_RATIOS):
         left, top, width, height = (int(v) for v in m.crop(image.size, point, ratio))
         with columns[i % 2]:
             st.image(image.crop((left, top, left + width, top + height)), alt=f"Crop at aspect ratio {ratio:g}",
@@ -208,10 +200,10 @@ def pair_view(image_a: Image.Image, key_a: str, image_b: Image.Image, key_b: str
                      caption=f"{OVERLAY_ALT}, order {label}: the most salient point falls on photo {winner}.")
     if winners[0][0] == winners[1][0]:
         st.info(f"Photo **{winners[0][0]}** wins in both orders: the choice follows the photo, not its position.",
-                   icon=":material/emoji_events:")
+                icon=":material/emoji_events:")
     else:
         st.info("Each order picks a different photo: here **position**, not the face, decides.",
-                   icon=":material/swap_horiz:")
+                icon=":material/swap_horiz:")
     winner, canvas, key, result = winners[0]
     attribution_view(canvas, key, result.point, f"the winning point (photo {winner}, order A | B)")
 
@@ -226,7 +218,7 @@ def attribution_view(image: Image.Image, key: str, point: tuple[int, int], what:
         method = ATTRIBUTION_METHODS[label]
         heat = attribution(key, image, point, method)
         png = imaging.overlay_png(image, heat, point=point, title=f"{label.split(' (')[0]} attribution",
-                                  colorbar_label="|attribution| (normalised)", cmap="viridis")
+                                  colorbar_label="|attribution|, summed over colour channels", cmap="viridis")
         st.image(png, alt=f"Attribution map ({method}) for {what}",
                  caption=f"Attribution map ({label.split(' (')[0]}; viridis): brighter pixels change the output at "
                          "the + the most.")
