@@ -17,7 +17,8 @@ The batch dimension is free: a 1 in the file means "any batch size".
 Numerics follow TFLite's kernels: TF "SAME" padding is asymmetric (the extra row/column goes at the
 bottom/right) and is applied explicitly; RESIZE_BILINEAR implements TFLite's three coordinate
 conventions (``align_corners``, ``half_pixel_centers``, or neither, which torch has no mode for);
-AVERAGE_POOL_2D with SAME padding divides by the number of real (unpadded) pixels.
+AVERAGE_POOL_2D with SAME padding divides by the number of real (unpadded) pixels and sums
+each window in XNNPACK's order (see :class:`Pool2d`), MEAN in XNNPACK's sequential order.
 
 Weights stored as float16 (DEQUANTIZE) or sparse (DENSIFY, TFLite's CSR sparsity format) are decoded
 once at conversion into float32 parameters, so the torch graph holds only the compute ops.
@@ -614,7 +615,26 @@ class PReLU(TFLiteOp):
 
 
 class Pool2d(TFLiteOp):
-    """AVERAGE_POOL_2D / MAX_POOL_2D with TF SAME/VALID padding (SAME averages exclude padding)."""
+    """AVERAGE_POOL_2D / MAX_POOL_2D with TF SAME/VALID padding (SAME averages exclude padding).
+
+    Averages are summed in the order of LiteRT's CPU kernel (XNNPACK's
+    ``f32_avgpool_minmax_ukernel_9p``), which is bit-exact on the general selfie segmenter's ten
+    global pools: the window's elements are taken **column by column** (``kx`` outer, ``ky``
+    inner, XNNPACK's indirection order), in groups of 9 (the last one padded with zeros); each
+    group is summed as a tree, ``((i2+i3) + (i4+i5)) + (((i0+i1)+i8) + (i6+i7))``, and added to a
+    running float32 total, which is finally multiplied by the float32 ``1/count``. torch's
+    ``avg_pool2d`` sums the window row by row, sequentially: over a 64x64 window that rounds
+    differently by up to ~2e-5 relative (3.9e-5 on a pooled value of 2.2), and the segmenter's
+    squeeze-and-excitation gates and decoder amplify it to 6.4e-4 on the output mask. The sum is
+    made of plain additions of the same terms, so its gradient is the exact average's.
+
+    What remains between this port and LiteRT is ulp-level rounding in the convolutions: XNNPACK
+    accumulates each output from its bias with one FMA per term (``ky``, ``kx``, input channel
+    order; depthwise taps ``kx`` outer, ``ky`` inner), oneDNN/torch does not. Amplified by the
+    general segmenter, that noise reaches 9.5e-5 on its mask (42 FairFace photos, worst
+    fairface_0469); emulating those FMA chains (measured bit-exact per layer, ~5x slower
+    forward) would take it to ~2e-5.
+    """
 
     def forward(self, x):
         (kh, kw), (sh, sw) = self.options["kernel"], self.options["stride"]
@@ -627,12 +647,45 @@ class Pool2d(TFLiteOp):
             if pad:
                 x = F.pad(x, pad, value=float("-inf"))
             y = F.max_pool2d(x, (kh, kw), (sh, sw))
-        elif pad:
-            ones = torch.ones_like(x[:1, :1])
-            y = F.avg_pool2d(F.pad(x, pad), (kh, kw), (sh, sw)) / F.avg_pool2d(F.pad(ones, pad), (kh, kw), (sh, sw))
+        elif x.dtype != torch.float32 or kh * kw == 1:
+            y = self._exact_average(x, pad, kh, kw, sh, sw)
         else:
-            y = F.avg_pool2d(x, (kh, kw), (sh, sw))
+            y = self._xnnpack_average(x, pad, kh, kw, sh, sw)
         return _activation(y, self.options["activation"])
+
+    @staticmethod
+    def _exact_average(x, pad, kh, kw, sh, sw):
+        if not pad:
+            return F.avg_pool2d(x, (kh, kw), (sh, sw))
+        ones = torch.ones_like(x[:1, :1])
+        return F.avg_pool2d(F.pad(x, pad), (kh, kw), (sh, sw)) / F.avg_pool2d(F.pad(ones, pad), (kh, kw), (sh, sw))
+
+    @staticmethod
+    def _xnnpack_average(x, pad, kh, kw, sh, sw):
+        n, c = x.shape[:2]
+        if pad:
+            x = F.pad(x, pad)
+        out_h, out_w = (x.shape[2] - kh) // sh + 1, (x.shape[3] - kw) // sw + 1
+        if (out_h, out_w) == (1, 1):  # global pooling (the common case): no copy of the window
+            window = x[:, :, :kh, :kw].transpose(2, 3).reshape(n, c, kh * kw, 1)
+        else:
+            window = F.unfold(x, (kh, kw), stride=(sh, sw)).reshape(n, c, kh, kw, out_h * out_w)
+            window = window.transpose(2, 3).reshape(n, c, kh * kw, out_h * out_w)
+        groups = -(-(kh * kw) // 9)
+        window = F.pad(window, (0, 0, 0, groups * 9 - kh * kw)).reshape(n, c, groups, 9, -1)
+        i = window.unbind(3)
+        partial = ((i[2] + i[3]) + (i[4] + i[5])) + (((i[0] + i[1]) + i[8]) + (i[6] + i[7]))
+        total = partial[:, :, 0]
+        for g in range(1, groups):
+            total = total + partial[:, :, g]
+        if pad:  # TF SAME: divide by the number of real pixels under each window
+            ones = F.pad(torch.ones(1, 1, x.shape[2] - pad[2] - pad[3], x.shape[3] - pad[0] - pad[1],
+                                    dtype=x.dtype, device=x.device), pad)
+            count = F.avg_pool2d(ones, (kh, kw), (sh, sw), divisor_override=1).reshape(1, 1, -1)
+            scale = (1.0 / count.double()).to(x.dtype)
+        else:
+            scale = torch.tensor(1.0 / (kh * kw), dtype=x.dtype, device=x.device)
+        return (total * scale).reshape(n, c, out_h, out_w)
 
 
 class Mean(TFLiteOp):
