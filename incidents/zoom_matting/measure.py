@@ -1,0 +1,176 @@
+"""The incident's observable: how much of a detected face the person mask keeps.
+
+- :func:`find_face` picks the face a photo is about (BlazeFace, the detection nearest the centre);
+- :func:`segment_batch` runs MediaPipe Selfie Segmentation on many photos at once (the same numbers
+  as ``SelfieSegmenter.segment``, batched) and keeps the pooled bottleneck features for the probe;
+- :func:`face_coverage` is the share of the face box the mask keeps, binarised at 0.5 as
+  conferencing apps do and as the soft mean;
+- :func:`head_erased` flags a face whose binarised coverage falls below a threshold.
+
+A face box is ``(x0, y0, x1, y1)`` in image pixels; a pixel belongs to it when its centre does,
+i.e. rows ``round(y0) .. round(y1) - 1`` and columns ``round(x0) .. round(x1) - 1``, clipped to the
+image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+#: Conferencing apps binarise the person mask at 0.5 (MediaPipe's own examples do the same).
+MASK_THRESHOLD = 0.5
+#: A head counts as erased when less than half of its face box survives the binarised mask: more
+#: of the face is background than person in what the call shows. The viral case was close to 0.
+ERASED_BELOW = 0.5
+#: Sensitivity of the erasure rate to that choice.
+SENSITIVITY_THRESHOLDS = (0.25, 0.5, 0.75, 0.9)
+
+
+@dataclass(frozen=True)
+class Coverage:
+    hard: float  # share of face-box pixels with person probability >= threshold
+    soft: float  # mean person probability over the face box
+    pixels: int  # face-box pixels inside the image
+
+
+def box_slices(box, shape) -> tuple[slice, slice]:
+    """Row and column slices of the pixels whose centres lie in ``box``, clipped to ``shape`` (H, W)."""
+    height, width = shape[:2]
+    x0, y0, x1, y1 = box
+    cols = slice(int(np.clip(round(x0), 0, width)), int(np.clip(round(x1), 0, width)))
+    rows = slice(int(np.clip(round(y0), 0, height)), int(np.clip(round(y1), 0, height)))
+    return rows, cols
+
+
+def face_coverage(mask: np.ndarray, box, *, threshold: float = MASK_THRESHOLD) -> Coverage:
+    """Share of the face box kept by the person ``mask`` (H x W probabilities in [0, 1]).
+
+    ``hard`` binarises at ``threshold`` (pixels with probability >= threshold are person);
+    ``soft`` is the mean probability, i.e. the face's share in a soft alpha composite.
+    A box with no pixel inside the image is a ValueError (there is no face to cover).
+    """
+    mask = np.asarray(mask, dtype=np.float64)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be H x W; got shape {mask.shape}")
+    rows, cols = box_slices(box, mask.shape)
+    region = mask[rows, cols]
+    if region.size == 0:
+        raise ValueError(f"face box {tuple(round(v, 1) for v in box)} has no pixel inside the {mask.shape} mask")
+    return Coverage(float((region >= threshold).mean()), float(region.mean()), int(region.size))
+
+
+def head_erased(coverage: float, *, below: float = ERASED_BELOW) -> bool:
+    """True when the binarised face coverage is below ``below`` (NaN: no face, not erased)."""
+    return bool(np.isfinite(coverage) and coverage < below)
+
+
+def central_face(detections, width: int, height: int):
+    """The face a photo is about: of the detections, the one whose box centre is nearest the image
+    centre (portraits are framed on their subject; FairFace photos are centred on the labelled
+    face). None when there is no detection."""
+    if not detections:
+        return None
+
+    def distance(d):
+        x0, y0, x1, y1 = d.box
+        return ((x0 + x1) / 2 - width / 2) ** 2 + ((y0 + y1) / 2 - height / 2) ** 2
+
+    return min(detections, key=distance)
+
+
+def find_face(detector, image):
+    """The central face of one PIL image (``FaceDetector.detect`` then :func:`central_face`)."""
+    return central_face(detector.detect(image), image.width, image.height)
+
+
+@torch.inference_mode()
+def detect_batch(detector, images, *, batch_size: int = 16) -> list[list]:
+    """``detector.detect(image)`` for many images, with the network run in batches.
+
+    The decoding, weighted NMS and projection are those of ``FaceDetector.detect`` applied per
+    image (tests check the results are equal); only the forward pass is batched, which is most of
+    the time on a CPU.
+    """
+    from autopsy.models.mediapipe import Detection, weighted_nms
+
+    results = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        prepared = [detector.preprocess(im) for im in chunk]
+        boxes, points, scores = detector.decode(*detector(torch.cat([t for t, _ in prepared])))
+        for k, (_, (x0, y0, roi_w, roi_h)) in enumerate(prepared):
+            b, p, s = boxes[k].numpy(), points[k].numpy(), scores[k].numpy()
+            keep = s >= detector.min_score
+            merged = weighted_nms(b[keep], s[keep], p[keep], iou_threshold=detector.IOU_THRESHOLD)
+            to_image = np.array([roi_w, roi_h], dtype=np.float64)
+            offset = np.array([x0, y0], dtype=np.float64)
+            results.append([
+                Detection(box=tuple(float(v) for v in (box.reshape(2, 2) * to_image + offset).reshape(-1)),
+                          score=score, keypoints=tuple((float(x), float(y)) for x, y in kps * to_image + offset))
+                for box, score, kps in merged])
+    return results
+
+
+def find_faces(detector, images, *, batch_size: int = 16) -> list:
+    """The central face (or None) of every image, detection batched (:func:`detect_batch`)."""
+    return [central_face(d, im.width, im.height) for d, im in zip(detect_batch(detector, images, batch_size=batch_size), images)]
+
+
+def logits(segmenter, x: torch.Tensor) -> torch.Tensor:
+    """Pre-sigmoid person logits ``[N, 1, h, w]`` at the model's resolution (the ``segment`` tensor)."""
+    return segmenter.model.intermediates(x, names=["segment"])["segment"]
+
+
+@torch.inference_mode()
+def segment_batch(segmenter, images, *, batch_size: int = 16, features: bool = False):
+    """Person masks (H x W float32 in [0, 1], each at its image's size) for many PIL images.
+
+    The numbers equal ``segmenter.segment(image)`` image by image; batching only makes them faster.
+    With ``features=True`` also returns the bottleneck activations averaged over positions,
+    ``[N, C]`` (what ``probes.activations(segmenter, f"model.ops.{segmenter.bottleneck}", ...)``
+    gives, without a second pass).
+    """
+    masks, pooled = [], []
+    names = [segmenter.model.output_names[0]] + ([segmenter.bottleneck] if features else [])
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        x = torch.cat([segmenter.preprocess(im) for im in chunk])
+        out = segmenter.model.intermediates(x, names=names)
+        probs = out[names[0]]
+        if features:
+            pooled.append(out[segmenter.bottleneck].flatten(2).mean(2))
+        for k, im in enumerate(chunk):
+            m = F.interpolate(probs[k : k + 1], size=(im.height, im.width), mode="bilinear", align_corners=False)
+            masks.append(m[0, 0].clamp(0.0, 1.0).numpy())
+    if features:
+        return masks, torch.cat(pooled).numpy()
+    return masks
+
+
+@dataclass(frozen=True)
+class PhotoResult:
+    """One photo measured: person mask, the central face (or None) and its coverage (NaN without a face)."""
+
+    mask: np.ndarray
+    face: object | None  # autopsy.models.mediapipe.Detection
+    coverage: float
+    soft_coverage: float
+    erased: bool
+
+
+def measure_photo(image, *, segmenter=None, detector=None, threshold: float = MASK_THRESHOLD,
+                  erased_below: float = ERASED_BELOW) -> PhotoResult:
+    """Segment one photo, find its face and measure how much of the face the mask keeps."""
+    from autopsy.models.mediapipe import FaceDetector, SelfieSegmenter
+
+    segmenter = segmenter or SelfieSegmenter()
+    detector = detector or FaceDetector()
+    mask = segment_batch(segmenter, [image])[0]
+    face = find_face(detector, image)
+    if face is None:
+        return PhotoResult(mask, None, float("nan"), float("nan"), False)
+    cov = face_coverage(mask, face.box, threshold=threshold)
+    return PhotoResult(mask, face, cov.hard, cov.soft, head_erased(cov.hard, below=erased_below))

@@ -1,0 +1,210 @@
+"""Zoom virtual background: the face-coverage measure, the erasure flag, a tiny real run and its report,
+bring-your-own photos, and photos without a detected face (counted, never dropped)."""
+
+import csv
+import json
+import math
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from autopsy import story
+from autopsy.runs import RunPaths
+from incidents.zoom_matting import INCIDENT, data, interventions, measure
+from incidents.zoom_matting.investigate import DEFAULTS, _group_summaries
+
+TINY = {
+    "limit_per_group": 1, "n_bootstrap": 100, "intervention_photos_per_group": 1, "intervention_lowest": 1,
+    "exposure_stops": [-2], "mst_levels": [9], "backgrounds": ["near_skin"], "composite_examples": 1,
+    "attribution_examples": 1, "attribution_steps": 2, "occlusion_window": 128, "featviz_channels": 1,
+    "featviz_steps": 2, "featviz_size": 16, "probe_cv": 2, "randomisation_steps": 2, "faithfulness_steps": 2,
+}
+
+
+# -- the measure ---------------------------------------------------------------------------------
+
+
+def test_face_coverage_equals_hand_computed_values():
+    mask = np.full((10, 10), 0.2)
+    mask[:, :5] = 0.7  # columns 0-4 are person
+    whole = measure.face_coverage(mask, (0, 0, 10, 10))
+    assert whole.hard == pytest.approx(0.5) and whole.soft == pytest.approx(0.45) and whole.pixels == 100
+    # columns 2..5 (four columns, three of them person), rows 2..7
+    part = measure.face_coverage(mask, (2, 2, 6, 8))
+    assert part.pixels == 24
+    assert part.hard == pytest.approx(3 / 4)
+    assert part.soft == pytest.approx((3 * 0.7 + 0.2) / 4)
+    # a box partly outside the image is clipped to it: rows and columns 0..2
+    clipped = measure.face_coverage(mask, (-5, -5, 3, 3))
+    assert clipped.pixels == 9 and clipped.hard == 1.0
+    # the binarising threshold is inclusive: p >= 0.5 is person
+    assert measure.face_coverage(np.full((4, 4), 0.5), (0, 0, 4, 4)).hard == 1.0
+    with pytest.raises(ValueError, match="no pixel inside"):
+        measure.face_coverage(mask, (20, 20, 30, 30))
+
+
+def test_head_erased_flag_at_the_threshold():
+    assert measure.ERASED_BELOW == 0.5
+    assert measure.head_erased(0.49)
+    assert not measure.head_erased(0.5)
+    assert not measure.head_erased(float("nan"))  # no face: counted as a miss, not as an erasure
+    assert measure.head_erased(0.7, below=0.75)
+
+
+def test_central_face_is_the_one_nearest_the_centre():
+    from autopsy.models.mediapipe import Detection
+
+    corner = Detection(box=(0, 0, 20, 20), score=0.99, keypoints=())
+    centre = Detection(box=(40, 40, 60, 60), score=0.6, keypoints=())
+    assert measure.central_face([corner, centre], 100, 100) is centre
+    assert measure.central_face([], 100, 100) is None
+
+
+def test_background_replacement_never_paints_over_the_head():
+    mask = np.zeros((100, 100))  # the model kept nothing: an erased head
+    keep = interventions.keep_region(mask, (40, 40, 60, 60), dilation=3)
+    assert keep[40:60, 40:60].all() and keep[30, 50]  # the face and the hair above it stay
+    assert not keep[5, 5]
+
+
+def test_batched_detection_equals_the_detector(mirror):
+    from autopsy.data import FAIRFACE_CONTEXT, load_image, load_image_set
+    from autopsy.models.mediapipe import FaceDetector
+
+    paths = load_image_set(FAIRFACE_CONTEXT, limit_per_group=1)["path"][:3]
+    images = [load_image(p) for p in paths] + [Image.new("RGB", (300, 200), (128, 128, 128))]
+    detector = FaceDetector()
+    batched = measure.detect_batch(detector, images, batch_size=3)
+    for got, image in zip(batched, images):
+        want = detector.detect(image)
+        assert len(got) == len(want)
+        for a, b in zip(got, want):
+            assert np.allclose(a.box, b.box, atol=1e-3) and a.score == pytest.approx(b.score, abs=1e-5)
+    assert batched[-1] == []  # a plain grey picture has no face
+
+
+# -- groups: misses are counted --------------------------------------------------------------------
+
+
+def test_photos_without_a_face_are_counted_per_group():
+    table = pd.DataFrame({
+        "race": ["Black", "Black", "Black", "White", "White"],
+        "gender": ["Male"] * 5,
+        "face_detected": [True, True, False, True, True],
+        "coverage": [0.3, 0.9, np.nan, 0.95, 1.0],
+        "soft_coverage": [0.35, 0.88, np.nan, 0.94, 0.99],
+    })
+    table["erased"] = [measure.head_erased(c) for c in table["coverage"]]
+    groups = _group_summaries(table, "race", {**DEFAULTS, "n_bootstrap": 50})
+    black = groups["Black"]
+    assert black["n_photos"] == 3 and black["n_faces"] == 2 and black["n_no_face"] == 1
+    assert black["no_face"].value == pytest.approx(1 / 3) and black["no_face"].n == 3
+    assert black["erased"].value == pytest.approx(1 / 2) and black["erased"].n == 2  # over detected faces
+    assert black["coverage"].value == pytest.approx(0.6) and black["coverage"].n == 2
+    assert groups["White"]["n_no_face"] == 0
+
+
+# -- a tiny real run and its report -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, offline_lab):
+    out = tmp_path_factory.mktemp("zoom")
+    record = INCIDENT.investigate(out, dict(TINY))
+    return out, record
+
+
+def _is_estimate(d):
+    return isinstance(d, dict) and {"value", "low", "high", "n", "test"} <= set(d)
+
+
+def test_tiny_run_writes_estimates_per_group(tiny_run):
+    out, record = tiny_run
+    paths = RunPaths(out, "zoom_matting")
+    saved = json.loads(paths.metrics.read_text())
+    m = saved["metrics"]
+    assert m["n_photos"] == 14 and m["n_faces"] + m["n_no_face"] == 14
+    for attribute, n_groups in (("race", 7), ("gender", 2), ("race_gender", 14)):
+        groups = m["groups"][attribute]
+        assert len(groups) == n_groups
+        for g in groups.values():
+            for key in ("coverage", "soft_coverage", "erased", "no_face"):
+                assert _is_estimate(g[key]), (attribute, key)
+            assert g["no_face"]["n"] == g["n_photos"]
+            if g["n_faces"]:
+                assert g["coverage"]["low"] <= g["coverage"]["value"] <= g["coverage"]["high"]
+                assert g["coverage"]["warning"]  # n=1 is below 30: the small-group warning
+    assert _is_estimate(m["disparity"]["coverage_contrast"])
+    assert m["published"]["worst_region"]["iou"] == pytest.approx(0.9471)
+    assert m["interventions"]["exposure"]["minus_2_stops"]["change"]["n"] >= 1
+    assert _is_estimate(m["interventions"]["skin_tone"]["mst_9"]["coverage"])
+    for name in ("coverage.png", "interventions.png", "composite.png", "attribution.png", "featviz.png"):
+        assert (paths.outputs / name).is_file(), name
+    assert "photos.csv" in {p.name for p in paths.outputs.iterdir()}
+    assert record["summary"]
+
+
+def test_tiny_run_report_renders(tiny_run):
+    out, _ = tiny_run
+    paths = RunPaths(out, "zoom_matting")
+    parsed = story.parse(INCIDENT.story)
+    assert parsed.meta["aiid"] is None and "103" in parsed.meta["aiid_note"]
+    resolved = story.resolve(parsed, story.load_run(paths.metrics), paths.outputs)
+    page = story.render_html(resolved, paths.report).read_text()
+    assert "face coverage" in page.lower() and "perceived" in page
+    assert "{{" not in page
+
+
+# -- bring your own ------------------------------------------------------------------------------
+
+
+def _byo(tmp_path, mirror, rows, header=("file", "race", "gender")):
+    images = tmp_path / "photos"
+    images.mkdir()
+    labels = tmp_path / "labels.csv"
+    with open(labels, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return images, labels
+
+
+def test_byo_unknown_columns_is_a_clear_error(tmp_path, mirror):
+    images, labels = _byo(tmp_path, mirror, [["a.jpg", "Black", "Male"]], header=("file", "ethnicity", "sex"))
+    with pytest.raises(ValueError, match=r"lacks the column\(s\) \['race', 'gender'\]"):
+        data.load("custom", images=images, labels=labels)
+
+
+def test_byo_missing_file_is_a_clear_error(tmp_path, mirror):
+    images, labels = _byo(tmp_path, mirror, [["missing.jpg", "Black", "Male"]])
+    with pytest.raises(ValueError, match="missing.jpg: listed in labels.csv but not found"):
+        data.load("custom", images=images, labels=labels)
+
+
+def test_byo_unseen_tight_crops_and_a_faceless_photo(tmp_path, mirror):
+    """FairFace tight crops the run has never seen, plus a picture with no face: it is counted."""
+    crops = mirror / "fairface-crops"
+    with open(crops / "labels.csv") as f:
+        rows = list(csv.DictReader(f))
+    chosen = [next(r for r in rows if r["race"] == race) for race in ("Black", "White", "East Asian")]
+    images, labels = _byo(tmp_path, mirror, [[r["file"], r["race"], r["gender"]] for r in chosen]
+                          + [["wall.png", "White", "Male"]])
+    for r in chosen:
+        shutil.copy(crops / r["file"], images / r["file"])
+    Image.new("RGB", (224, 224), (180, 170, 160)).save(images / "wall.png")
+    params = {**TINY, "limit_per_group": None, "images": str(images), "labels": str(labels), "profile": "custom",
+              "intervention_lowest": 0}
+    record = INCIDENT.investigate(tmp_path / "out", params)
+    m = record["metrics"]
+    assert m["n_photos"] == 4 and m["n_no_face"] >= 1
+    white = m["groups"]["race"]["White"]
+    assert white["n_photos"] == 2 and white["n_no_face"] >= 1  # the wall is counted, not dropped
+    assert math.isclose(white["no_face"]["value"], white["n_no_face"] / 2)
+    photos = pd.read_csv(tmp_path / "out" / "outputs" / "zoom_matting" / "photos.csv")
+    assert len(photos) == 4 and not photos.loc[photos["file"] == "wall.png", "face_detected"].item()
+    assert record["provenance"] and all(p["name"].startswith("mediapipe") for p in record["provenance"])
+    resolved = story.resolve(story.parse(INCIDENT.story), record, tmp_path / "out" / "outputs" / "zoom_matting")
+    assert resolved.blocks
