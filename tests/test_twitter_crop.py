@@ -43,11 +43,29 @@ def test_seam_canvas_refuses_unaligned_widths(fastgaze):
         seam.canvas_maps([a], [b])
 
 
+def test_mixed_sizes_fall_back_to_the_papers_black_canvas(fastgaze):
+    from PIL import Image
+
+    from incidents.twitter_crop.investigate import _canvas_maps
+
+    seam = SeamCanvas(fastgaze.layers[:-1], fastgaze.layers[-1])
+    rng = np.random.default_rng(0)
+    sized = {0: Image.fromarray(rng.integers(0, 255, (64, 80, 3), dtype=np.uint8)),
+             1: Image.fromarray(rng.integers(0, 255, (96, 48, 3), dtype=np.uint8))}
+    cache = {i: seam.image_pass(model.preprocess(im)) for i, im in sized.items()}
+    (got,) = _canvas_maps(seam, fastgaze, cache, sized, [0], [1])
+    canvas = protocol.join(sized[0], sized[1])
+    assert canvas.size == (128, 96) and canvas.getpixel((40, 80)) == (0, 0, 0)
+    with torch.no_grad():
+        expected = fastgaze(model.preprocess(canvas))[0, 0].numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
 def test_outcome_reads_the_three_rules():
     saliency = np.zeros((4, 8))
     saliency[1, 6] = 5.0  # the single maximum is on the right
     saliency[:, :4] += 1.0  # but the left half has more saliency on average
-    o = protocol.outcome(saliency, seam_column=4, stride=16)
+    o = protocol.outcome(saliency, seam_x=64, stride=16)
     assert not o.left_wins_max and o.left_wins_mean and o.left_wins_sum
     assert o.point == (6.5 * 16, 1.5 * 16)
 

@@ -34,7 +34,7 @@ SLUG = "twitter_crop"
 DEFAULTS = {
     "profile": "quick",
     "seed": 42,
-    "n_trials": 1000,  # per pair, order and setting (the paper: 10,000 no_scaling, 5,000 fixed_height)
+    "n_trials": 500,  # per pair, order and setting; or a dict per setting (the paper: 10,000 / 5,000)
     "settings": ["no_scaling", "fixed_height"],
     "fixed_height": 256,
     "n_bootstrap": 2000,
@@ -49,8 +49,12 @@ DEFAULTS = {
 }
 
 
+#: The paper profile runs the published trial counts.
+PAPER = {"n_trials": {"no_scaling": 10_000, "fixed_height": 5_000}}
+
+
 def investigate(out_dir, params: dict | None = None, progress=None) -> dict:
-    params = {**DEFAULTS, **(params or {})}
+    params = {**DEFAULTS, **(PAPER if (params or {}).get("profile") == "paper" else {}), **(params or {})}
     progress = progress or (lambda fraction, message: None)
     paths = RunPaths(Path(out_dir), SLUG)
     paths.outputs.mkdir(parents=True, exist_ok=True)
@@ -80,21 +84,23 @@ def investigate(out_dir, params: dict | None = None, progress=None) -> dict:
     figures: dict = {}
 
     # -- 1. per-image passes ----------------------------------------------------------------
-    passes = {}
+    passes, sized = {}, {}
     for s, setting in enumerate(params["settings"]):
-        passes[setting] = {}
+        passes[setting], sized[setting] = {}, {}
         for k, i in enumerate(paper_rows):
-            passes[setting][i] = seam.image_pass(model.preprocess(_resize(images[i], setting, params)))
+            sized[setting][i] = _resize(images[i], setting, params)
+            passes[setting][i] = seam.image_pass(model.preprocess(sized[setting][i]))
             if k % 20 == 0:
                 progress(0.05 + 0.35 * (s + k / len(paper_rows)) / len(params["settings"]),
                          f"saliency of {len(paper_rows)} photos ({setting})")
 
     # -- 2. paired trials, published order and swapped ------------------------------------
-    trials = protocol.sample_trials(members, protocol.PAPER_PAIRS, params["n_trials"], seed=params["seed"])
     results = []
     for s, setting in enumerate(params["settings"]):
         progress(0.4 + 0.2 * s / len(params["settings"]), f"paired trials ({setting})")
-        results.append(_run_trials(seam, passes[setting], trials, setting, network_stride=seam.stride))
+        n_trials = params["n_trials"][setting] if isinstance(params["n_trials"], dict) else params["n_trials"]
+        sampled = protocol.sample_trials(members, protocol.PAPER_PAIRS, n_trials, seed=params["seed"])
+        results.append(_run_trials(seam, network, passes[setting], sized[setting], sampled, setting))
     trials = pd.concat(results, ignore_index=True)
     trials["first_file"] = table.loc[trials["first_image"], "file"].to_numpy()
     trials["second_file"] = table.loc[trials["second_image"], "file"].to_numpy()
@@ -168,21 +174,23 @@ def _resize(image, setting: str, params: dict):
     return image
 
 
-def _run_trials(seam: SeamCanvas, cache: dict, trials: pd.DataFrame, setting: str, *, network_stride: int,
-                batch: int = 256) -> pd.DataFrame:
-    """Score every trial in both orders; columns first_wins_{max,mean,sum}, point_x/y, order."""
+def _run_trials(seam: SeamCanvas, network, cache: dict, sized: dict, trials: pd.DataFrame, setting: str,
+                *, batch: int = 256) -> pd.DataFrame:
+    """Score every trial in both orders; columns first_wins_{max,mean,sum}, point_x/y, order.
+
+    ``cache`` holds each photo's :class:`ImagePass`, ``sized`` the photo at this setting's size.
+    Pairs the seam shortcut can take run batched; others (different heights, widths off the
+    16-px grid, as in WikiCeleb) run a full pass on the joined canvas.
+    """
     frames = []
     for order in ("published", "swapped"):
         firsts, seconds = trials["first_image"].to_numpy(), trials["second_image"].to_numpy()
         lefts, rights = (firsts, seconds) if order == "published" else (seconds, firsts)
         outcomes = []
         for start in range(0, len(trials), batch):
-            sl = slice(start, start + batch)
-            left_passes = [cache[i] for i in lefts[sl]]
-            right_passes = [cache[i] for i in rights[sl]]
-            maps = _canvas_maps(seam, left_passes, right_passes)
-            for m, lp in zip(maps, left_passes):
-                outcomes.append(protocol.outcome(m, lp.width // network_stride, network_stride))
+            left_ids, right_ids = lefts[start:start + batch], rights[start:start + batch]
+            for m, left in zip(_canvas_maps(seam, network, cache, sized, left_ids, right_ids), left_ids):
+                outcomes.append(protocol.outcome(m, sized[left].width, seam.stride))
         frame = trials.copy()
         frame["setting"], frame["order"] = setting, order
         for rule in ("max", "mean", "sum"):
@@ -190,21 +198,25 @@ def _run_trials(seam: SeamCanvas, cache: dict, trials: pd.DataFrame, setting: st
             frame[f"first_wins_{rule}"] = left_wins if order == "published" else ~left_wins
         frame["point_x"] = [o.point[0] for o in outcomes]
         frame["point_y"] = [o.point[1] for o in outcomes]
-        frame["canvas_w"] = [cache[l].width + cache[r].width for l, r in zip(lefts, rights)]
-        frame["canvas_h"] = [max(cache[l].height, cache[r].height) for l, r in zip(lefts, rights)]
+        frame["canvas_w"] = [sized[l].width + sized[r].width for l, r in zip(lefts, rights)]
+        frame["canvas_h"] = [max(sized[l].height, sized[r].height) for l, r in zip(lefts, rights)]
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 
 
-def _canvas_maps(seam: SeamCanvas, lefts, rights) -> np.ndarray:
-    """Canvas maps, batched where sizes agree; mixed sizes fall back to a full pass each."""
-    if all(seam.aligned(l, r) for l, r in zip(lefts, rights)) and len({(p.height, p.width) for p in lefts}) == 1 \
-            and len({(p.height, p.width) for p in rights}) == 1:
-        return seam.canvas_maps(lefts, rights).numpy()
-    raise ValueError(
-        "photos of different sizes: the seam shortcut needs equal heights and widths that are multiples "
-        f"of {seam.stride}; resize your photos or use the fixed_height setting"
-    )
+def _canvas_maps(seam: SeamCanvas, network, cache, sized, left_ids, right_ids) -> list[np.ndarray]:
+    lefts, rights = [cache[i] for i in left_ids], [cache[i] for i in right_ids]
+    uniform = len({(p.height, p.width) for p in lefts}) == 1 and len({(p.height, p.width) for p in rights}) == 1
+    if uniform and seam.aligned(lefts[0], rights[0]):
+        return list(seam.canvas_maps(lefts, rights).numpy())
+    maps = []
+    for a, b, left, right in zip(left_ids, right_ids, lefts, rights):
+        if seam.aligned(left, right):
+            maps.append(seam.canvas_maps([left], [right]).numpy()[0])
+        else:
+            with torch.no_grad():
+                maps.append(network(model.preprocess(protocol.join(sized[a], sized[b])))[0, 0].numpy())
+    return maps
 
 
 def _save_trials(trials: pd.DataFrame, path: Path, per_pair: int) -> None:
@@ -252,7 +264,7 @@ def _ita_ladder(seam, images, table, members, params) -> dict:
                 for edited_left in (True, False):
                     lefts, rights = ([moved], [base]) if edited_left else ([base], [moved])
                     m = seam.canvas_maps(lefts, rights).numpy()[0]
-                    o = protocol.outcome(m, lefts[0].width // seam.stride, seam.stride)
+                    o = protocol.outcome(m, lefts[0].width, seam.stride)
                     trials.append({"group": code, "image": i, "mst_level": level,
                                    "ita_before": before, "ita_after": after, "delta_ita": after - before,
                                    "edited_left": edited_left, "edited_wins": o.left_wins_max == edited_left})

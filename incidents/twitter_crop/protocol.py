@@ -17,6 +17,7 @@ from itertools import combinations
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from autopsy.stats import Estimate, binomial_test, wilson_interval
 
@@ -66,12 +67,24 @@ class CanvasOutcome:
     point: tuple[float, float]  # most salient point, canvas pixels (x, y)
 
 
-def outcome(saliency: np.ndarray, seam_column: int, stride: int) -> CanvasOutcome:
-    """Read a canvas map (h, w at ``stride``) whose left image ends at ``seam_column``."""
+def join(left: Image.Image, right: Image.Image) -> Image.Image:
+    """The paper's canvas: ``left`` then ``right``, top-aligned on black, as tall as the taller."""
+    canvas = Image.new("RGB", (left.width + right.width, max(left.height, right.height)))
+    canvas.paste(left, (0, 0))
+    canvas.paste(right, (left.width, 0))
+    return canvas
+
+
+def outcome(saliency: np.ndarray, seam_x: float, stride: int) -> CanvasOutcome:
+    """Read a canvas map (h, w at ``stride``) whose left image covers canvas pixels x < ``seam_x``.
+
+    A map cell is credited to the image that holds its centre, as the crop point would be.
+    """
     row, col = np.unravel_index(int(np.argmax(saliency)), saliency.shape)
-    left, right = saliency[:, :seam_column], saliency[:, seam_column:]
+    on_left = (np.arange(saliency.shape[1]) + 0.5) * stride < seam_x
+    left, right = saliency[:, on_left], saliency[:, ~on_left]
     return CanvasOutcome(
-        left_wins_max=bool(col < seam_column),
+        left_wins_max=bool(on_left[col]),
         left_wins_mean=bool(left.mean() > right.mean()),
         left_wins_sum=bool(left.sum() > right.sum()),
         point=((col + 0.5) * stride, (row + 0.5) * stride),
