@@ -175,7 +175,7 @@ def _resize(image, setting: str, params: dict):
 
 
 def _run_trials(seam: SeamCanvas, network, cache: dict, sized: dict, trials: pd.DataFrame, setting: str,
-                *, batch: int = 256) -> pd.DataFrame:
+                *, batch: int = 64) -> pd.DataFrame:
     """Score every trial in both orders; columns first_wins_{max,mean,sum}, point_x/y, order.
 
     ``cache`` holds each photo's :class:`ImagePass`, ``sized`` the photo at this setting's size.

@@ -20,10 +20,11 @@ Input convention of the network (what :func:`preprocess` produces): float32 NCHW
 None of this is stored in the file; it was chosen by measurement in
 ``benchmarks/twitter_preprocessing.py`` (results: ``benchmarks/results/twitter_preprocessing.json``
 and ``.md``): on 540 FairFace head-and-shoulders photos the saliency maximum falls in the face
-box far more often with BGR-minus-mean than with raw, RGB-minus-mean, [0, 1] or [-1, 1] inputs
-(the last two give flat maps), and more often at a working side of about 256 px than at the
-photos' native 448 px. :func:`to_network_input` applies the same mapping differentiably to RGB
-0-255 tensors, for attribution methods.
+box more often with BGR-minus-mean than with raw, RGB-minus-mean, [0, 1] or [-1, 1] inputs
+(the last two give flat maps), and more often at a working side of 160-256 px than at the
+photos' native 448 px; 192 px scored highest on the central face box (the BlazeFace-box rates
+of 160-256 px overlap; see the results file). :func:`to_network_input` applies the same
+mapping differentiably to RGB 0-255 tensors, for attribution methods.
 
 Centre prior: DeepGaze II, whose pipeline fastgaze follows, adds a log centre-bias density
 (fitted to eye-tracking data) to the blurred readout before its softmax. That density is not
@@ -85,7 +86,7 @@ FASTGAZE_LAYERS: tuple[LayerSpec, ...] = (
 #: Per-channel means subtracted from 0-255 pixels, in the network's B, G, R channel order.
 BGR_MEAN = (103.939, 116.779, 123.68)
 #: Shorter side, in pixels, that images are resized to before the network.
-WORKING_SIDE = 256
+WORKING_SIDE = 192
 STRIDE = 16
 #: Twitter's crop aspect ratios (height / width), as in image_crop_analysis.
 ASPECT_RATIOS = (0.56, 1.0, 1.14, 2.0)

@@ -23,20 +23,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: Columns kept at each edge of every layer's output; must exceed the widest seam band.
-EDGE = 8
 
 
 @dataclass(frozen=True)
 class ImagePass:
-    """What a pair needs from one image: edge columns of every layer and the trunk output."""
+    """What a pair needs from one image: the edge columns the seam band reads, and the trunk output."""
 
-    edges_left: tuple[torch.Tensor, ...]  # per layer input: the first EDGE columns
-    edges_right: tuple[torch.Tensor, ...]  # per layer input: the last EDGE columns
+    edges_left: tuple[torch.Tensor | None, ...]  # per layer input: its first columns (None: not read)
+    edges_right: tuple[torch.Tensor | None, ...]  # per layer input: its last columns
     trunk_out: torch.Tensor  # (C, h, w) before the head
     height: int
     width: int
     pooled: dict[str, torch.Tensor]  # spatial mean of every layer's output, by layer name (for probes)
+
+
+@dataclass(frozen=True)
+class _Step:
+    """How one layer moves the seam band: it reads input columns [seam - read, seam + read)."""
+
+    read: int  # columns read on each side of the seam (0: the layer works on the band alone)
+    band_in: int  # band half-width at the layer's input
+    band_out: int  # band half-width at its output
+    pool: int  # pooling factor (1 for convolutions and activations)
+    scale: int  # downsampling of the layer's input relative to the image
 
 
 class SeamCanvas:
@@ -56,21 +65,27 @@ class SeamCanvas:
             elif not isinstance(layer, (nn.ReLU, nn.PReLU, nn.Identity)):
                 raise TypeError(f"seam recomputation does not know layer {layer}")
         self.stride = math.prod(_pool(l) for l in trunk if isinstance(l, nn.MaxPool2d))
+        self.plan = _plan(trunk)
 
     @torch.no_grad()
     def image_pass(self, x: torch.Tensor) -> ImagePass:
         """Run one preprocessed image (1, 3, H, W) through the trunk, keeping edge columns."""
         lefts, rights, pooled, height, width = [], [], {}, x.shape[-2], x.shape[-1]
         x = x.contiguous(memory_format=torch.channels_last)  # ~1.5x faster convolutions on CPU
-        for name, layer in self.trunk.named_children():
-            lefts.append(x[0, :, :, :EDGE].clone())
-            rights.append(x[0, :, :, -EDGE:].clone())
+        for step, (name, layer) in zip(self.plan, self.trunk.named_children()):
+            keep = min(step.read, x.shape[-1])
+            lefts.append(x[0, :, :, :keep].contiguous() if keep else None)
+            rights.append(x[0, :, :, x.shape[-1] - keep:].contiguous() if keep else None)
             x = layer(x)
             pooled[name] = x[0].mean(dim=(1, 2))
         return ImagePass(tuple(lefts), tuple(rights), x[0], height=height, width=width, pooled=pooled)
 
     def aligned(self, left: ImagePass, right: ImagePass) -> bool:
-        return left.height == right.height and left.width % self.stride == 0 and right.width % self.stride == 0
+        """Whether the seam shortcut is exact for this pair (else run a full pass on the canvas)."""
+        return left.height == right.height and all(
+            p.width % self.stride == 0 and all(p.width // step.scale >= step.read for step in self.plan)
+            for p in (left, right)
+        )
 
     @torch.no_grad()
     def trunk_canvas(self, lefts: list[ImagePass], rights: list[ImagePass]) -> torch.Tensor:
@@ -82,33 +97,28 @@ class SeamCanvas:
             raise ValueError("a batch of canvases needs one size of left image and one size of right image")
         if not self.aligned(lefts[0], rights[0]):
             raise ValueError("images of different heights or widths off the pooling grid need a full pass")
-        seam, before, after = lefts[0].width, 0, 0  # band = canvas columns [seam - before, seam + after)
-        band = None
-        for i, layer in enumerate(self.trunk):
-            left_edge = torch.stack([p.edges_right[i] for p in lefts])
-            right_edge = torch.stack([p.edges_left[i] for p in rights])
-            if isinstance(layer, nn.Conv2d):
-                pad = layer.kernel_size[1] // 2
-                window = _columns(left_edge, right_edge, band, seam, before, after,
-                                  seam - before - 2 * pad, seam + after + 2 * pad)
-                band = F.conv2d(window, layer.weight, layer.bias, padding=(layer.padding[0], 0))
-                before, after = before + pad, after + pad
-            elif isinstance(layer, nn.MaxPool2d):
-                k = _pool(layer)
-                new_before, new_after = -(-before // k), -(-after // k)
-                window = _columns(left_edge, right_edge, band, seam, before, after,
-                                  seam - new_before * k, seam + new_after * k)
-                band = layer(window)
-                seam, before, after = seam // k, new_before, new_after
+        seam, band = lefts[0].width, None  # band: canvas columns [seam - b, seam + b) that differ
+        for i, (step, layer) in enumerate(zip(self.plan, self.trunk)):
+            if step.read:
+                left_edge = torch.stack([p.edges_right[i] for p in lefts])
+                right_edge = torch.stack([p.edges_left[i] for p in rights])
+                parts = [left_edge[..., : step.read - step.band_in], right_edge[..., step.band_in:]]
+                window = torch.cat(parts[:1] + ([band] if band is not None else []) + parts[1:], dim=-1)
+                if isinstance(layer, nn.Conv2d):
+                    band = F.conv2d(window, layer.weight, layer.bias, padding=(layer.padding[0], 0))
+                else:
+                    band = layer(window)
+                seam //= step.pool
             elif band is not None:
                 band = layer(band)
-            if max(before, after) >= EDGE:
-                raise RuntimeError(f"seam band grew to {max(before, after)} columns; raise EDGE above it")
+            elif isinstance(layer, nn.MaxPool2d):
+                seam //= step.pool
+        b = self.plan[-1].band_out
         left_out = torch.stack([p.trunk_out for p in lefts])
         right_out = torch.stack([p.trunk_out for p in rights])
         if band is None:
             return torch.cat([left_out, right_out], dim=-1)
-        return torch.cat([left_out[..., : seam - before], band, right_out[..., after:]], dim=-1)
+        return torch.cat([left_out[..., : seam - b], band, right_out[..., b:]], dim=-1)
 
     @torch.no_grad()
     def canvas_maps(self, lefts: list[ImagePass], rights: list[ImagePass]) -> torch.Tensor:
@@ -116,24 +126,26 @@ class SeamCanvas:
         return self.head(self.trunk_canvas(lefts, rights))[:, 0]
 
 
-def _columns(left_edge, right_edge, band, seam, before, after, start, stop) -> torch.Tensor:
-    """Canvas columns [start, stop) of a layer's input, from the cached edges and the band.
+def _plan(trunk: nn.Sequential) -> list[_Step]:
+    """Follow the seam band through the trunk once; it does not depend on the images.
 
-    ``left_edge`` holds the left image's last EDGE columns (canvas columns [seam - EDGE, seam)),
-    ``right_edge`` the right image's first EDGE columns ([seam, seam + EDGE)).
+    A 'same' convolution of half-width p widens the band by p on each side and reads p more
+    columns beyond it; a pooling of factor k shrinks it to ceil(b / k) and reads whole windows.
     """
-    lo, hi = seam - before, seam + after
-    if start < seam - left_edge.shape[-1] or stop > seam + right_edge.shape[-1]:
-        raise RuntimeError("seam band reaches past the cached edge columns")
-    first = seam - left_edge.shape[-1]
-    pieces = []
-    if start < lo:
-        pieces.append(left_edge[..., start - first: lo - first])
-    if band is not None:
-        pieces.append(band)
-    if stop > hi:
-        pieces.append(right_edge[..., hi - seam: stop - seam])
-    return torch.cat(pieces, dim=-1)
+    steps, band, scale = [], 0, 1
+    for layer in trunk:
+        if isinstance(layer, nn.Conv2d):
+            pad = layer.kernel_size[1] // 2
+            steps.append(_Step(read=band + 2 * pad, band_in=band, band_out=band + pad, pool=1, scale=scale))
+            band += pad
+        elif isinstance(layer, nn.MaxPool2d):
+            k = _pool(layer)
+            out = -(-band // k)
+            steps.append(_Step(read=out * k, band_in=band, band_out=out, pool=k, scale=scale))
+            band, scale = out, scale * k
+        else:
+            steps.append(_Step(read=0, band_in=band, band_out=band, pool=1, scale=scale))
+    return steps
 
 
 def _pool(layer: nn.MaxPool2d) -> int:
