@@ -64,7 +64,9 @@ def test_preprocess_convention():
     assert x.shape == (1, 3, 30, 40) and x.dtype == torch.float32
     # channel 0 is blue minus the blue mean
     assert torch.allclose(x[0, :, 0, 0], torch.tensor([50 - 103.939, 100 - 116.779, 200 - 123.68]))
-    assert fg.preprocess(image, side=fg.WORKING_SIDE).shape == (1, 3, 256, 336)
+    resized = fg.preprocess(image, side=fg.WORKING_SIDE)
+    assert resized.shape[-2] == fg.WORKING_SIDE and resized.shape[-1] % 16 == 0
+    assert fg.working_size(300, 600, side=192) == (192, 384)
     assert np.allclose(fg.deprocess(x[0])[0, 0], np.array([200, 100, 50]) / 255, atol=1e-6)
 
 
