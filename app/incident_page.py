@@ -87,7 +87,7 @@ def offer_run(lab: Lab, incident, *, again: bool = False) -> None:
     """A button that runs the quick profile here, with a progress bar."""
     label = "Run the quick profile again" if again else "Run the quick profile now"
     st.caption("The quick profile runs offline from your mirror or cache, in minutes on two CPU cores "
-               f"(same as `autopsy run {incident.slug} --out {lab.out}`).")
+               f"(same as `autopsy run {incident.slug} --out {lab.out}`). Keep this page open while it runs.")
     if not st.button(label, type="secondary" if again else "primary", key=f"run-{incident.slug}",
                      icon=":material/play_arrow:"):
         return
