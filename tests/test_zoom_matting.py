@@ -46,6 +46,13 @@ def test_face_coverage_equals_hand_computed_values():
         measure.face_coverage(mask, (20, 20, 30, 30))
 
 
+def test_keypoints_kept_counts_eyes_nose_and_mouth():
+    mask = np.zeros((10, 10))
+    mask[:, :5] = 1.0
+    points = ((1.5, 2.0), (7.2, 2.0), (4.9, 5.0), (5.0, 8.0), (0.0, 0.0), (9.0, 9.0))  # ears are ignored
+    assert measure.keypoints_kept(mask, points) == pytest.approx(2 / 4)
+
+
 def test_head_erased_flag_at_the_threshold():
     assert measure.ERASED_BELOW == 0.5
     assert measure.head_erased(0.49)
@@ -96,6 +103,7 @@ def test_photos_without_a_face_are_counted_per_group():
         "face_detected": [True, True, False, True, True],
         "coverage": [0.3, 0.9, np.nan, 0.95, 1.0],
         "soft_coverage": [0.35, 0.88, np.nan, 0.94, 0.99],
+        "keypoints_kept": [0.5, 1.0, np.nan, 1.0, 1.0],
     })
     table["erased"] = [measure.head_erased(c) for c in table["coverage"]]
     groups = _group_summaries(table, "race", {**DEFAULTS, "n_bootstrap": 50})

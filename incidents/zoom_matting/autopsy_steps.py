@@ -142,12 +142,12 @@ def _attribute(network, segmenter, images, table, examples, params, size, out_di
         inputs.append((x, box, target))
         maps["integrated_gradients"].append(saliency.attribute(
             network, x, target=target, method="integrated_gradients", n_steps=params["attribution_steps"],
-            internal_batch_size=params["attribution_steps"])[0])
+            internal_batch_size=4)[0])
         maps["grad_cam"].append(saliency.attribute(network, x, target=target, method="grad_cam",
                                                    layer=GRADCAM_LAYER)[0])
         maps["occlusion"].append(saliency.attribute(
             network, x, target=target, method="occlusion", sliding_window_shapes=(3, win, win),
-            strides=(3, win // 2, win // 2), perturbations_per_eval=16)[0])
+            strides=(3, win, win), perturbations_per_eval=8)[0])
     with torch.no_grad():
         model_masks = [torch.sigmoid(network(x))[0, 0].numpy() for x, _, _ in inputs]
     for k, (i, side) in enumerate(examples):

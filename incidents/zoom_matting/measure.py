@@ -62,6 +62,23 @@ def face_coverage(mask: np.ndarray, box, *, threshold: float = MASK_THRESHOLD) -
     return Coverage(float((region >= threshold).mean()), float(region.mean()), int(region.size))
 
 
+#: BlazeFace keypoints that lie on the face itself (the two ear tragions sit on its edge).
+CENTRAL_KEYPOINTS = (0, 1, 2, 3)  # right eye, left eye, nose tip, mouth centre
+
+
+def keypoints_kept(mask: np.ndarray, keypoints, *, threshold: float = MASK_THRESHOLD) -> float:
+    """Share of the face's central keypoints (eyes, nose tip, mouth) whose pixel the binarised mask
+    keeps: a check on face coverage that a loose or shifted face box cannot inflate."""
+    mask = np.asarray(mask)
+    height, width = mask.shape
+    kept = []
+    for k in CENTRAL_KEYPOINTS:
+        x, y = keypoints[k]
+        col, row = int(np.clip(np.floor(x), 0, width - 1)), int(np.clip(np.floor(y), 0, height - 1))
+        kept.append(mask[row, col] >= threshold)
+    return float(np.mean(kept))
+
+
 def head_erased(coverage: float, *, below: float = ERASED_BELOW) -> bool:
     """True when the binarised face coverage is below ``below`` (NaN: no face, not erased)."""
     return bool(np.isfinite(coverage) and coverage < below)
