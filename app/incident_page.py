@@ -45,7 +45,7 @@ def story_view(lab: Lab, incident) -> None:
         st.error(f"The story cannot be told from this run: {err}", icon=":material/error:")
         offer_run(lab, incident, again=True)
         return
-    st.markdown(render.byline(resolved.story.meta, resolved.run))
+    st.caption(render.run_line(resolved.run))
     st.download_button(
         "Download report (HTML)", data=lambda: render.report_bytes(resolved, paths),
         file_name=f"{incident.slug}-report.html", mime="text/html", on_click="ignore",

@@ -32,11 +32,18 @@ def perceived_labels_note() -> None:
     st.info(PERCEIVED_LABELS_NOTE, icon=":material/info:")
 
 
-def byline(meta: dict, run: dict) -> str:
-    parts = [f"Incident date: {meta.get('date', '?')}"]
-    if meta.get("aiid"):
-        parts.append(f"AI Incident Database [#{meta['aiid']}](https://incidentdatabase.ai/cite/{meta['aiid']})")
-    parts.append(f"run: {run.get('profile', '?')} profile, {run.get('created', '?')}")
+def run_line(run: dict) -> str:
+    """'Run: quick profile, 22 Nov 2026 07:36 UTC · lab 0.1.0 · commit `3d8fbdfd86dc`'."""
+    import datetime as dt
+
+    created = run.get("created", "?")
+    try:
+        created = dt.datetime.fromisoformat(created).strftime("%d %b %Y %H:%M UTC")
+    except (TypeError, ValueError):
+        pass
+    parts = [f"Run: {run.get('profile', '?')} profile, {created}"]
+    if run.get("lab_version"):
+        parts.append(f"lab {run['lab_version']}")
     if run.get("git_commit"):
         parts.append(f"commit `{run['git_commit'][:12]}`")
     return " · ".join(parts)
