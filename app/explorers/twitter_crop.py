@@ -49,12 +49,11 @@ def analyse(key: str, _image: Image.Image, centre_prior: bool = False) -> Analys
 
 
 def join_pair(left: Image.Image, right: Image.Image) -> tuple[Image.Image, tuple[int, int, int, int]]:
-    """The published protocol's canvas: left | right on black, as tall as the taller (the shorter one
-    centred); returns the canvas and the left photo's box (left, top, right, bottom)."""
-    from autopsy.counterfactual import paired_canvas
+    """The published protocol's canvas (``protocol.join``: left | right, top-aligned on black, as tall
+    as the taller); returns the canvas and the left photo's box (left, top, right, bottom)."""
+    from incidents.twitter_crop.protocol import join
 
-    canvas, record = paired_canvas(left, right, axis="horizontal", fill=(0, 0, 0))
-    return canvas, tuple(record.measured["first_box"])
+    return join(left, right), (0, 0, left.width, left.height)
 
 
 @st.cache_data(max_entries=64, ttl=900, show_spinner=False)
