@@ -179,8 +179,8 @@ def _attribute(network, segmenter, images, table, examples, params, size, out_di
     metrics["faithfulness"] = {k: v for k, v in faith.to_dict().items() if not isinstance(v, list)}
     step = max(1, len(check.steps) // 8)
     tables["randomisation_steps"] = check.steps.iloc[::step].round(3).to_dict(orient="records")
-    captions = [f"{'erased' if side == 'low' and which == 'erased' else 'lowest' if side == 'low' else 'kept'}: "
-                f"{table.at[i, 'race']} {table.at[i, 'gender']}, face kept {table.at[i, 'coverage']:.0%}"
+    captions = [f"{'flagged erased' if side == 'low' and which == 'erased' else 'lowest' if side == 'low' else 'kept'}: "
+                f"{table.at[i, 'race']} {table.at[i, 'gender']}, face box kept {table.at[i, 'coverage']:.0%}"
                 for i, side in examples]
     figs = {"attribution.png": _figure_attribution(inputs, maps, captions, model_masks, out_dir / "attribution.png")}
     return {"metrics": metrics, "tables": tables, "figures": figs}

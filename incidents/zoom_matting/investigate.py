@@ -60,7 +60,7 @@ DEFAULTS = {
     "randomisation_steps": 6,
     "faithfulness_steps": 8,
     "featviz_channels": 2,
-    "featviz_steps": 20,
+    "featviz_steps": 12,
     "featviz_size": 64,
     "probe_cv": 5,
 }
