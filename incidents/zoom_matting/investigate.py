@@ -47,20 +47,20 @@ DEFAULTS = {
     "sensitivity_thresholds": list(measure.SENSITIVITY_THRESHOLDS),
     "n_bootstrap": 2000,
     "batch_size": 16,
-    "intervention_photos_per_group": 3,  # per race x gender cell, first in manifest order with a face
+    "intervention_photos_per_group": 4,  # per race x gender cell, first in manifest order with a face
     "intervention_lowest": 6,  # plus the lowest-coverage photos: can light or background rescue them?
     "exposure_stops": [-3, -1.5, 1],  # 0 is the original photo, measured once
     "mst_levels": [1, 5, 10],
     "backgrounds": list(interventions.BACKGROUND_LABELS),
     "background_dilation": 15,  # pixels at 448 px: hair edges stay from the photo
     "composite_examples": 2,
-    "attribution_examples": 1,  # per side: erased (or lowest-coverage) and kept
+    "attribution_examples": 2,  # per side: erased (or lowest-coverage) and kept
     "attribution_steps": 12,
     "occlusion_window": 64,  # model pixels (of 256), non-overlapping: a 4 x 4 grid
     "randomisation_steps": 6,
     "faithfulness_steps": 8,
     "featviz_channels": 2,
-    "featviz_steps": 12,
+    "featviz_steps": 24,
     "featviz_size": 64,
     "probe_cv": 5,
 }
