@@ -64,7 +64,7 @@ def run(network, images: dict, passes: dict, trials: pd.DataFrame, table: pd.Dat
 
     check = saliency.randomisation_check(network, x[:1], target=winning_value, method="gradient")
     faith = saliency.faithfulness(network, x[:1], maps["integrated_gradients"][:1], target=winning_value,
-                                  steps=10, n_random=2)
+                                  steps=10, n_random=2, batch_size=8)
     metrics["randomisation_check"] = {"method": "gradient", "passed": check.passed, "reason": check.reason,
                                       "final_spearman": float(check.steps["spearman"].iloc[-1])}
     metrics["faithfulness"] = {k: v for k, v in faith.to_dict().items() if not isinstance(v, list)}

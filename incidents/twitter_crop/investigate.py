@@ -53,6 +53,22 @@ DEFAULTS = {
 PAPER = {"n_trials": {"no_scaling": 10_000, "fixed_height": 5_000}}
 
 
+def _release_freed_memory() -> None:
+    """Hand freed heap pages back to the system (glibc ``malloc_trim``; a no-op elsewhere).
+
+    Each photo's pass frees ~35 MB of activations but keeps ~2.5 MB of edge columns; the kept
+    pieces pin the freed heap, and resident memory grew by ~16 MB per photo (7 GB for the quick
+    profile). Trimming every few photos keeps it under 3 GB at no measurable cost in time.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def investigate(out_dir, params: dict | None = None, progress=None) -> dict:
     params = {**DEFAULTS, **(PAPER if (params or {}).get("profile") == "paper" else {}), **(params or {})}
     progress = progress or (lambda fraction, message: None)
@@ -90,6 +106,8 @@ def investigate(out_dir, params: dict | None = None, progress=None) -> dict:
         for k, i in enumerate(paper_rows):
             sized[setting][i] = _resize(images[i], setting, params)
             passes[setting][i] = seam.image_pass(model.preprocess(sized[setting][i]))
+            if k % 10 == 9:
+                _release_freed_memory()
             if k % 20 == 0:
                 progress(0.05 + 0.35 * (s + k / len(paper_rows)) / len(params["settings"]),
                          f"saliency of {len(paper_rows)} photos ({setting})")
