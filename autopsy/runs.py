@@ -42,6 +42,19 @@ class RunPaths:
         return self.root / "reports" / f"{self.slug}.html"
 
 
+def start_run(slug: str, out_dir, params: dict, progress=None):
+    """The opening of every investigation: output folders made, torch seeded from ``params["seed"]``.
+
+    Returns the run's paths and a progress callback (``progress(fraction, message)``; silent if None).
+    """
+    import torch
+
+    paths = RunPaths(Path(out_dir), slug)
+    paths.outputs.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(params["seed"])
+    return paths, progress or (lambda fraction, message: None)
+
+
 def provenance(assets: list[Asset]) -> list[dict]:
     """One row per artefact; files of one image set fold into a row with a combined SHA-256.
 

@@ -35,7 +35,6 @@ flatbuffer, raises :class:`TFLiteConversionError` naming the operator and the fi
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from pathlib import Path

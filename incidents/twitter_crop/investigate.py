@@ -25,7 +25,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from autopsy.data import PERCEIVED_LABELS_NOTE, load_image  # noqa: E402
-from autopsy.runs import RunPaths, write_run  # noqa: E402
+from autopsy.runs import start_run, write_run  # noqa: E402
 from incidents.twitter_crop import assets as incident_assets  # noqa: E402
 from incidents.twitter_crop import data, model, protocol  # noqa: E402
 from incidents.twitter_crop.seam import SeamCanvas  # noqa: E402
@@ -71,10 +71,7 @@ def _release_freed_memory() -> None:
 
 def investigate(out_dir, params: dict | None = None, progress=None) -> dict:
     params = {**DEFAULTS, **(PAPER if (params or {}).get("profile") == "paper" else {}), **(params or {})}
-    progress = progress or (lambda fraction, message: None)
-    paths = RunPaths(Path(out_dir), SLUG)
-    paths.outputs.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(params["seed"])
+    paths, progress = start_run(SLUG, out_dir, params, progress)
     started = time.perf_counter()
 
     # -- data -------------------------------------------------------------------------------

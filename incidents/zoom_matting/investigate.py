@@ -26,13 +26,12 @@ import matplotlib
 matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import torch  # noqa: E402
 from scipy import stats as scipy_stats  # noqa: E402
 
 from autopsy import fairness, figures  # noqa: E402
 from autopsy.data import PERCEIVED_LABELS_NOTE, load_image  # noqa: E402
 from autopsy.models.mediapipe import FaceDetector  # noqa: E402
-from autopsy.runs import RunPaths, write_run  # noqa: E402
+from autopsy.runs import start_run, write_run  # noqa: E402
 from autopsy.stats import Estimate, wilson_interval  # noqa: E402
 from incidents.zoom_matting import data, interventions, measure  # noqa: E402
 
@@ -81,10 +80,7 @@ MODEL_CARD = {
 
 def investigate(out_dir, params: dict | None = None, progress=None) -> dict:
     params = {**DEFAULTS, **(params or {})}
-    progress = progress or (lambda fraction, message: None)
-    paths = RunPaths(Path(out_dir), SLUG)
-    paths.outputs.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(params["seed"])
+    paths, progress = start_run(SLUG, out_dir, params, progress)
     started = time.perf_counter()
 
     # -- data and models --------------------------------------------------------------------
