@@ -168,17 +168,30 @@ def _pct(value) -> str:
 
 
 def markdown_table(records: list[dict], columns: list[str] | None = None) -> str:
+    """A Markdown table; estimate cells read "0.58 (0.55–0.61; n = 1,000)" and each column's
+    interval and test are named once, under the table."""
     if not records:
         raise StoryError("a table placeholder points at an empty table")
     columns = columns or list(records[0])
+    tests: dict[str, list[str]] = {}
 
-    def cell(v):
+    def cell(column, v):
         if isinstance(v, dict) and ESTIMATE_KEYS <= set(v):
-            return format_estimate(v)
+            test = f"{int(round(100 * v.get('level', 0.95)))}% CI, {v['test']}"
+            if test not in tests.setdefault(column, []):
+                tests[column].append(test)
+            text = f"{format_number(v['value'])} ({format_number(v['low'])}–{format_number(v['high'])}; n = {format_number(int(v['n']))}"
+            if v.get("p_value") is not None:
+                text += f"; p = {v['p_value']:.2g}"
+            return text + ")" + (f" ⚠ {v['warning']}" if v.get("warning") else "")
         return format_number(v) if v is not None else "—"
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r.get(c)).replace("|", "\\|") for c in columns) + " |" for r in records]
+    lines += ["| " + " | ".join(cell(c, r.get(c)).replace("|", "\\|") for c in columns) + " |" for r in records]
+    if tests:
+        named = [f"{c}: {t[0]}" + (f" (and {len(t) - 1} variant(s) by row, in the metrics file)" if len(t) > 1 else "")
+                 for c, t in tests.items()]
+        lines += ["", "*Intervals — " + "; ".join(named) + ".*"]
     return "\n".join(lines)
 
 
