@@ -84,7 +84,7 @@ def test_batched_detection_equals_the_detector(mirror):
     paths = load_image_set(FAIRFACE_CONTEXT, limit_per_group=1)["path"][:3]
     images = [load_image(p) for p in paths] + [Image.new("RGB", (300, 200), (128, 128, 128))]
     detector = FaceDetector()
-    batched = measure.detect_batch(detector, images, batch_size=3)
+    batched = detector.detect_many(images, batch_size=3)
     for got, image in zip(batched, images):
         want = detector.detect(image)
         assert len(got) == len(want)

@@ -340,13 +340,26 @@ class FaceDetector(nn.Module):
         scores = torch.sigmoid(logits[..., 0].clamp(-self.SCORE_CLIP, self.SCORE_CLIP))
         return boxes, points, scores
 
-    @torch.no_grad()
     def detect(self, image: Image.Image, *, min_score: float | None = None) -> list[Detection]:
         """Faces in ``image``, highest score first, with boxes and keypoints in image pixels."""
-        tensor, (x0, y0, roi_w, roi_h) = self.preprocess(image)
-        boxes, points, scores = self.decode(*self(tensor))
-        boxes, points, scores = boxes[0].numpy(), points[0].numpy(), scores[0].numpy()
-        keep = scores >= (self.min_score if min_score is None else min_score)
+        return self.detect_many([image], min_score=min_score)[0]
+
+    @torch.no_grad()
+    def detect_many(self, images, *, min_score: float | None = None, batch_size: int = 16) -> list[list[Detection]]:
+        """:meth:`detect` for many images; the network runs in batches (most of the time on a CPU)."""
+        threshold = self.min_score if min_score is None else min_score
+        results = []
+        for start in range(0, len(images), batch_size):
+            prepared = [self.preprocess(image) for image in images[start:start + batch_size]]
+            boxes, points, scores = self.decode(*self(torch.cat([tensor for tensor, _ in prepared])))
+            for k, (_, roi) in enumerate(prepared):
+                results.append(self._detections(boxes[k].numpy(), points[k].numpy(), scores[k].numpy(), roi, threshold))
+        return results
+
+    def _detections(self, boxes, points, scores, roi, threshold) -> list[Detection]:
+        """Weighted NMS, then from the letterboxed input back to image pixels."""
+        x0, y0, roi_w, roi_h = roi
+        keep = scores >= threshold
         merged = weighted_nms(boxes[keep], scores[keep], points[keep], iou_threshold=self.IOU_THRESHOLD)
         to_image = np.array([roi_w, roi_h], dtype=np.float64)
         offset = np.array([x0, y0], dtype=np.float64)

@@ -104,36 +104,10 @@ def find_face(detector, image):
 
 
 @torch.inference_mode()
-def detect_batch(detector, images, *, batch_size: int = 16) -> list[list]:
-    """``detector.detect(image)`` for many images, with the network run in batches.
-
-    The decoding, weighted NMS and projection are those of ``FaceDetector.detect`` applied per
-    image (tests check the results are equal); only the forward pass is batched, which is most of
-    the time on a CPU.
-    """
-    from autopsy.models.mediapipe import Detection, weighted_nms
-
-    results = []
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
-        prepared = [detector.preprocess(im) for im in chunk]
-        boxes, points, scores = detector.decode(*detector(torch.cat([t for t, _ in prepared])))
-        for k, (_, (x0, y0, roi_w, roi_h)) in enumerate(prepared):
-            b, p, s = boxes[k].numpy(), points[k].numpy(), scores[k].numpy()
-            keep = s >= detector.min_score
-            merged = weighted_nms(b[keep], s[keep], p[keep], iou_threshold=detector.IOU_THRESHOLD)
-            to_image = np.array([roi_w, roi_h], dtype=np.float64)
-            offset = np.array([x0, y0], dtype=np.float64)
-            results.append([
-                Detection(box=tuple(float(v) for v in (box.reshape(2, 2) * to_image + offset).reshape(-1)),
-                          score=score, keypoints=tuple((float(x), float(y)) for x, y in kps * to_image + offset))
-                for box, score, kps in merged])
-    return results
-
-
 def find_faces(detector, images, *, batch_size: int = 16) -> list:
-    """The central face (or None) of every image, detection batched (:func:`detect_batch`)."""
-    return [central_face(d, im.width, im.height) for d, im in zip(detect_batch(detector, images, batch_size=batch_size), images)]
+    """The central face (or None) of every image, detection batched (``FaceDetector.detect_many``)."""
+    found = detector.detect_many(images, batch_size=batch_size)
+    return [central_face(d, im.width, im.height) for d, im in zip(found, images)]
 
 
 def logits(segmenter, x: torch.Tensor) -> torch.Tensor:
