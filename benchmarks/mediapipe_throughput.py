@@ -25,13 +25,6 @@ from autopsy.data import FAIRFACE_CONTEXT, load_image
 from autopsy.models import mediapipe as mp
 from autopsy.models.tflite import load_tflite
 
-PREPROCESSING = {
-    "selfie_segmentation": ((256, 256), False, (0.0, 1.0)),
-    "selfie_segmentation_landscape": ((144, 256), False, (0.0, 1.0)),
-    "face_detection_short_range": ((128, 128), True, (-1.0, 1.0)),
-    "face_detection_full_range_sparse": ((192, 192), True, (-1.0, 1.0)),
-    "face_landmark": ((192, 192), True, (0.0, 1.0)),
-}
 THREADS = 2
 ROUND_SECONDS = 0.4
 
@@ -97,7 +90,7 @@ def main() -> dict:
     torch.set_num_threads(THREADS)
     photos = [load_image(fetch(FAIRFACE_CONTEXT.asset(row))) for row in FAIRFACE_CONTEXT.rows[:16]]
     results = {}
-    for stem, (size, letterbox, value_range) in PREPROCESSING.items():
+    for stem, (size, letterbox, value_range) in mp.PREPROCESSING.items():
         path = fetch(mp.ASSETS[stem])
         module = load_tflite(path)
         tensors = torch.cat([mp.image_to_tensor(p, size, keep_aspect_ratio=letterbox, value_range=value_range)[0]

@@ -26,14 +26,6 @@ from autopsy.models.tflite import (
     read_tflite,
 )
 
-# How each model's input is made, as its MediaPipe graph does it: (size HxW, letterbox, value range).
-PREPROCESSING = {
-    "selfie_segmentation": ((256, 256), False, (0.0, 1.0)),
-    "selfie_segmentation_landscape": ((144, 256), False, (0.0, 1.0)),
-    "face_detection_short_range": ((128, 128), True, (-1.0, 1.0)),
-    "face_detection_full_range_sparse": ((192, 192), True, (-1.0, 1.0)),
-    "face_landmark": ((192, 192), True, (0.0, 1.0)),
-}
 # Manifest rows: the first photo and the two hardest for the general segmenter among every
 # 13th photo (fairface_0183, fairface_0469: the largest mask differences, before and after the
 # AVERAGE_POOL_2D summation-order fix).
@@ -67,7 +59,7 @@ def to_tflite_layout(t: torch.Tensor) -> np.ndarray:
     return a.transpose(0, 2, 3, 1) if a.ndim == 4 else a
 
 
-@pytest.mark.parametrize("stem", sorted(PREPROCESSING))
+@pytest.mark.parametrize("stem", sorted(mp.PREPROCESSING))
 def test_parity_with_litert_on_real_photos(stem, photos):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -76,7 +68,7 @@ def test_parity_with_litert_on_real_photos(stem, photos):
     interpreter = Interpreter(model_path=str(path), num_threads=2)
     interpreter.allocate_tensors()
     (inp,) = interpreter.get_input_details()
-    size, letterbox, value_range = PREPROCESSING[stem]
+    size, letterbox, value_range = mp.PREPROCESSING[stem]
     for photo in photos:
         x, _ = mp.image_to_tensor(photo, size, keep_aspect_ratio=letterbox, value_range=value_range)
         interpreter.set_tensor(inp["index"], to_tflite_layout(x))

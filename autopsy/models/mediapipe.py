@@ -47,6 +47,14 @@ from autopsy.assets import Asset, fetch
 from autopsy.models.tflite import TFLiteModule, load_spec, load_tflite
 
 SPECS = Path(__file__).parent / "specs"
+#: How each model's input is made, as its MediaPipe graph does it: (size HxW, letterbox, value range).
+PREPROCESSING = {
+    "selfie_segmentation": ((256, 256), False, (0.0, 1.0)),
+    "selfie_segmentation_landscape": ((144, 256), False, (0.0, 1.0)),
+    "face_detection_short_range": ((128, 128), True, (-1.0, 1.0)),
+    "face_detection_full_range_sparse": ((192, 192), True, (-1.0, 1.0)),
+    "face_landmark": ((192, 192), True, (0.0, 1.0)),
+}
 _URL = "https://storage.googleapis.com/mediapipe-assets/tasks/testdata/vision/{}.tflite"
 _SOURCE_PAGE = "https://github.com/google-ai-edge/mediapipe/blob/master/third_party/external_files.bzl"
 BLAZEFACE_CITATION = (
