@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import subprocess
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,8 +105,20 @@ def _jsonable(value):
 
 
 def write_run(paths: RunPaths, *, title: str, profile: str, params: dict, metrics: dict,
-              tables: dict | None = None, assets: list[Asset] = (), figures: dict | None = None) -> dict:
-    """Write ``metrics/<slug>.json`` atomically and return the record."""
+              tables: dict | None = None, assets: list[Asset] = (), figures: dict | None = None,
+              started: float | None = None) -> dict:
+    """Write ``metrics/<slug>.json`` atomically and return the record.
+
+    Adds the perceived-labels note and, given ``started`` (a ``time.perf_counter()`` value), the
+    run time to ``metrics``. The folders of a bring-your-own run (``images``, ``labels``) are
+    left out of the recorded parameters: they are the user's local paths.
+    """
+    from autopsy.data import PERCEIVED_LABELS_NOTE
+
+    metrics = {**metrics, "perceived_labels_note": PERCEIVED_LABELS_NOTE}
+    if started is not None:
+        metrics["runtime_seconds"] = round(time.perf_counter() - started, 1)
+    params = {k: v for k, v in params.items() if k not in ("images", "labels")}
     record = _jsonable({
         "slug": paths.slug,
         "title": title,

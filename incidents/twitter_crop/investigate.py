@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from autopsy.data import PERCEIVED_LABELS_NOTE, load_image  # noqa: E402
+from autopsy.data import load_image  # noqa: E402
 from autopsy.runs import start_run, write_run  # noqa: E402
 from incidents.twitter_crop import assets as incident_assets  # noqa: E402
 from incidents.twitter_crop import data, model, protocol  # noqa: E402
@@ -163,13 +163,10 @@ def investigate(out_dir, params: dict | None = None, progress=None) -> dict:
     tables.update(found["tables"])
     figures.update(found["figures"])
 
-    metrics["perceived_labels_note"] = PERCEIVED_LABELS_NOTE
-    metrics["runtime_seconds"] = round(time.perf_counter() - started, 1)
     progress(0.98, "writing metrics")
-    record = write_run(paths, title="Twitter image cropping", profile=params["profile"],
-                       params={k: v for k, v in params.items() if k not in ("images", "labels")},
-                       metrics=metrics, tables=tables, assets=incident_assets(params["profile"])
-                       if params["profile"] != "custom" else [model.FASTGAZE], figures=figures)
+    assets = incident_assets(params["profile"]) if params["profile"] != "custom" else [model.FASTGAZE]
+    record = write_run(paths, title="Twitter image cropping", profile=params["profile"], params=params,
+                       metrics=metrics, tables=tables, assets=assets, figures=figures, started=started)
     record["summary"] = _summary_lines(metrics, params["settings"][0])
     progress(1.0, "done")
     return record

@@ -29,7 +29,7 @@ import pandas as pd  # noqa: E402
 from scipy import stats as scipy_stats  # noqa: E402
 
 from autopsy import fairness, figures  # noqa: E402
-from autopsy.data import PERCEIVED_LABELS_NOTE, load_image  # noqa: E402
+from autopsy.data import load_image  # noqa: E402
 from autopsy.models.mediapipe import FaceDetector  # noqa: E402
 from autopsy.runs import start_run, write_run  # noqa: E402
 from autopsy.stats import Estimate, wilson_interval  # noqa: E402
@@ -161,14 +161,11 @@ def investigate(out_dir, params: dict | None = None, progress=None) -> dict:
     tables.update(found["tables"])
     figs.update(found["figures"])
 
-    metrics["perceived_labels_note"] = PERCEIVED_LABELS_NOTE
-    metrics["runtime_seconds"] = round(time.perf_counter() - started, 1)
     progress(0.98, "writing metrics")
     custom = params["profile"] == "custom"
-    record = write_run(paths, title=TITLE, profile=params["profile"],
-                       params={k: v for k, v in params.items() if k not in ("images", "labels")},
-                       metrics=metrics, tables=tables,
-                       assets=data.model_assets() if custom else data.assets(params["profile"]), figures=figs)
+    record = write_run(paths, title=TITLE, profile=params["profile"], params=params, metrics=metrics,
+                       tables=tables, assets=data.model_assets() if custom else data.assets(params["profile"]),
+                       figures=figs, started=started)
     record["summary"] = _summary_lines(metrics)
     progress(1.0, "done")
     return record
