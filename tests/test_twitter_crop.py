@@ -121,7 +121,7 @@ def test_small_run_writes_metrics_with_intervals_beside_published(small_run):
         assert {"value", "low", "high", "n", "test"} <= set(row[key]) and row[key]["low"] <= row[key]["value"] <= row[key]["high"]
     assert row["published"] == pytest.approx(0.4336)
     assert saved["provenance"][0]["name"] == "fastgaze.vxm" and saved["provenance"][0]["licence"] == "Apache-2.0"
-    for figure in ("pairs.png", "argmax.png", "ita.png", "attribution.png", "featviz.png"):
+    for figure in ("pairs.png", "crops.png", "argmax.png", "ita.png", "attribution.png", "featviz.png"):
         assert (paths.outputs / figure).stat().st_size > 1000
     trials = pd.read_csv(paths.outputs / "trials.csv")
     assert {"first_file", "second_file", "point_x", "crop_0.56_ltwh"} <= set(trials.columns)

@@ -120,6 +120,7 @@ def investigate(out_dir, params: dict | None = None, progress=None) -> dict:
     trials["first_file"] = table.loc[trials["first_image"], "file"].to_numpy()
     trials["second_file"] = table.loc[trials["second_image"], "file"].to_numpy()
     _save_trials(trials, paths.outputs / "trials.csv", params["trials_saved_per_pair"])
+    figures["crops.png"] = _figure_crops(trials, sized[params["settings"][0]], paths.outputs / "crops.png")
 
     for setting in params["settings"]:
         part = trials[trials["setting"] == setting]
@@ -301,6 +302,34 @@ def _ita_ladder(seam, images, table, members, params) -> dict:
 
 
 # -- figures ------------------------------------------------------------------------------------
+
+def _figure_crops(trials: pd.DataFrame, sized: dict, path: Path) -> str:
+    """The crop of a few cross-race trials (published order): canvas, salient point, crop windows."""
+    from matplotlib.patches import Rectangle
+
+    from autopsy import figures
+
+    part = trials[(trials["order"] == "published") & (trials["setting"] == trials["setting"].iloc[0])
+                  & (trials["first"].str[0] != trials["second"].str[0])].drop_duplicates(["first", "second"]).head(3)
+    fig, axes = plt.subplots(1, len(part), figsize=(5.2 * len(part), 3.4), squeeze=False)
+    for ax, (_, t) in zip(axes[0], part.iterrows()):
+        canvas = protocol.join(sized[t["first_image"]], sized[t["second_image"]])
+        ax.imshow(canvas)
+        point = (min(t["point_x"], canvas.width - 1), min(t["point_y"], canvas.height - 1))
+        for k, ratio in enumerate(model.ASPECT_RATIOS):
+            left, top, width, height = model.crop(canvas.size, point, ratio)
+            ax.add_patch(Rectangle((left, top), width, height, fill=False, lw=2, ls=("-", "--", ":", "-.")[k],
+                                   edgecolor=figures.OKABE_ITO[k], label=f"crop {ratio}"))
+        ax.plot(*point, marker="+", color="white", markersize=16, markeredgewidth=3)
+        winner = t["first"] if t["first_wins_max"] else t["second"]
+        ax.set_title(f"{t['first']} left, {t['second']} right: {winner} kept", fontsize=10)
+        ax.axis("off")
+    axes[0][0].legend(loc="lower left", fontsize=7, framealpha=0.8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return "Paired canvases with the most salient point (+) and Twitter's crop windows at four aspect ratios"
+
 
 def _error_bars(estimates) -> np.ndarray:
     """Matplotlib's (2, n) error bars; a percentile interval need not contain its estimate, so clip at 0."""
