@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from autopsy.assets import Asset, fetch
@@ -154,9 +153,6 @@ def load_image_set(image_set: ImageSet, *, limit_per_group: int | None = None, g
     return datasets.Dataset.from_list(records)
 
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
-
-
 def labelled_folder(images_dir, labels_csv, *, required_columns=("file",), label_columns=("race", "gender")):
     """A researcher's own labelled images as a ``datasets.Dataset``.
 
@@ -202,8 +198,3 @@ def labelled_folder(images_dir, labels_csv, *, required_columns=("file",), label
         raise ValueError(f"labels file {labels_csv} lists no images")
     table["path"] = paths
     return datasets.Dataset.from_pandas(table, preserve_index=False)
-
-
-def to_array(image: Image.Image) -> np.ndarray:
-    """HxWx3 uint8 array of an RGB image."""
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)

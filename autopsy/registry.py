@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -40,7 +40,6 @@ class Incident:
     profiles: tuple[str, ...] = ("quick", "paper")
     aiid: int | None = None
     explorer: str | None = None  # dotted name of the app page module, if any
-    extra: dict = field(default_factory=dict)
 
 
 def discover(package: str = "incidents") -> dict[str, Incident]:
