@@ -1,5 +1,6 @@
 """The DVC pipeline: one stage set per incident, wired to the CLI, parameters from params.yaml."""
 
+import importlib
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,15 @@ def test_every_incident_has_fetch_run_and_report_stages():
 def test_every_incident_has_its_parameters():
     for slug in registry.discover():
         assert slug in PARAMS
+
+
+@pytest.mark.parametrize("slug", sorted(registry.discover()))
+def test_params_match_the_quick_profile_defaults(slug):
+    """So that `autopsy run SLUG` and `dvc repro` compute the same thing."""
+    defaults = importlib.import_module(f"incidents.{slug}.investigate").DEFAULTS
+    for key, value in PARAMS[slug].items():
+        assert key in defaults, f"params.yaml sets {slug}.{key}, which the investigation does not read"
+        assert defaults[key] == value, f"{slug}.{key}: params.yaml {value!r} vs default {defaults[key]!r}"
 
 
 @pytest.mark.skipif(shutil.which("dvc") is None and not (Path(sys.executable).parent / "dvc").exists(),
