@@ -61,7 +61,7 @@ def show(lab: Lab) -> None:
     rows = []
     for slug, incident in lab.incidents.items():
         try:
-            for row in provenance(incident.assets("quick")):
+            for row in provenance(incident.assets(incident.settings())):
                 rows.append({"incident": slug, "artefact": row["name"], "files": row["count"],
                              "licence": row["licence"], "citation": row["citation"],
                              "source": row["source_page"] or row["url"]})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import traceback
 
@@ -10,6 +9,7 @@ import streamlit as st
 
 from app import explorers, render
 from app.lab import Lab, run_status
+from autopsy import runner
 from autopsy.story import StoryError
 
 VIEWS = ("Story", "Explorer", "Run record")
@@ -97,10 +97,13 @@ def offer_run(lab: Lab, incident, *, again: bool = False) -> None:
         fraction = min(max(float(fraction), 0.0), 1.0)
         bar.progress(fraction, text=message or f"{fraction:.0%}")
 
-    kwargs = {"progress": progress} if _accepts_progress(incident.investigate) else {}
     try:
         with st.spinner("Running…"):
-            incident.investigate(lab.out, {"profile": "quick"}, **kwargs)
+            runner.run(incident, incident.settings(), out_root=lab.out, progress=progress)
+    except runner.RunError as err:  # another run holds the lock, or a stage broke the contract
+        bar.empty()
+        st.warning(str(err), icon=":material/hourglass_empty:")
+        return
     except Exception as err:
         bar.empty()
         st.error(f"The run failed: {err}", icon=":material/error:")
@@ -109,11 +112,3 @@ def offer_run(lab: Lab, incident, *, again: bool = False) -> None:
         return
     bar.progress(1.0, text="Done")
     st.rerun()
-
-
-def _accepts_progress(func) -> bool:
-    try:
-        params = inspect.signature(func).parameters
-    except (TypeError, ValueError):
-        return False
-    return "progress" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())

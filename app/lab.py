@@ -21,6 +21,7 @@ class Lab:
     out: Path  # output root holding metrics/, outputs/, reports/
     incidents: dict = field(default_factory=dict)  # slug -> Incident
     error: str | None = None  # why discovery failed, if it did
+    workshop: Path | None = None  # the workshop database (--workshop; default <out>/workshop.sqlite)
 
     def paths(self, slug: str) -> RunPaths:
         return RunPaths(self.out, slug)
@@ -31,6 +32,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="streamlit_app.py", add_help=False)
     parser.add_argument("--out", default=".", help="output root (default: the current directory)")
     parser.add_argument("--incidents", default="incidents", help="package to discover incidents in")
+    parser.add_argument("--workshop", default=None, help="workshop database file (default: <out>/workshop.sqlite)")
     args, _ = parser.parse_known_args(argv)
     return args
 
@@ -38,11 +40,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def load(argv: list[str]) -> Lab:
     args = parse_args(argv)
     out = Path(args.out).expanduser().resolve()
+    workshop = Path(args.workshop).expanduser().resolve() if args.workshop else out / "workshop.sqlite"
     try:
-        return Lab(out=out, incidents=registry.discover(args.incidents))
+        return Lab(out=out, incidents=registry.discover(args.incidents), workshop=workshop)
     except Exception as err:  # a broken incident package must not take the viewer down
         detail = "".join(traceback.format_exception_only(type(err), err)).strip()
-        return Lab(out=out, error=f"Could not load the incidents from `{args.incidents}`: {detail}")
+        return Lab(out=out, error=f"Could not load the incidents from `{args.incidents}`: {detail}", workshop=workshop)
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,17 @@ import streamlit as st
 
 from autopsy import story as storylib
 from autopsy.data import PERCEIVED_LABELS_NOTE
+from autopsy.runs import MixedRunError, check_outputs_belong
 
 
 def resolved_story(story_path: Path, paths) -> storylib.ResolvedStory:
     """Parse and resolve an incident's story against its latest run (raises StoryError)."""
-    return storylib.resolve(storylib.parse(story_path), storylib.load_run(paths.metrics), paths.outputs)
+    run = storylib.load_run(paths.metrics)
+    try:
+        check_outputs_belong(run, paths.outputs)
+    except MixedRunError as err:
+        raise storylib.StoryError(str(err)) from err
+    return storylib.resolve(storylib.parse(story_path), run, paths.outputs)
 
 
 def blocks(resolved: storylib.ResolvedStory) -> None:

@@ -3,7 +3,8 @@
 Started by ``autopsy app`` as ``streamlit run app/streamlit_app.py -- --out DIR``; DIR (default:
 the current directory) is the output root holding metrics/, outputs/ and reports/. Pages: a
 home page with one card per registered incident, one page per incident (story, explorer, run
-record) and "About the lab".
+record), the workshop (assessment, predict-then-reveal, facilitator; answers in ``--workshop FILE``,
+default ``DIR/workshop.sqlite``) and "About the lab".
 """
 
 import sys
@@ -15,7 +16,7 @@ if str(REPO) not in sys.path:  # `app` is not installed with the package; run fr
 
 import streamlit as st  # noqa: E402
 
-from app import about, home, incident_page  # noqa: E402
+from app import about, facilitator, home, incident_page, scenarios, workshop  # noqa: E402
 from app.lab import load  # noqa: E402
 
 st.set_page_config(page_title="AI Autopsy", page_icon=":material/biotech:", layout="wide")
@@ -35,7 +36,12 @@ home_page = st.Page(lambda: home.show(lab, incident_pages), title="Home", url_pa
                     icon=":material/home:", default=True)
 about_page = st.Page(lambda: about.show(lab), title="About the lab", url_path="about", icon=":material/info:")
 
+workshop_pages = [
+    st.Page(lambda: workshop.show(lab), title="Assessment", url_path="workshop", icon=":material/quiz:"),
+    st.Page(lambda: scenarios.show(lab), title="Predict, then reveal", url_path="scenarios", icon=":material/casino:"),
+    st.Page(lambda: facilitator.show(lab), title="Facilitator", url_path="facilitator", icon=":material/co_present:"),
+]
 navigation = st.navigation({"AI Autopsy": [home_page], "Incidents": list(incident_pages.values()),
-                            "The lab": [about_page]})
+                            "Workshop": workshop_pages, "The lab": [about_page]})
 st.sidebar.caption(f"Output folder: `{lab.out}`")
 navigation.run()

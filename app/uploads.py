@@ -2,8 +2,9 @@
 
 Uploads are read from memory (Streamlit keeps them in RAM; nothing is written to disk), checked
 for size and type, opened through :func:`autopsy.data.load_image` (decompression-bomb guard,
-EXIF orientation, RGB) and scaled down for interactive speed. A bad file raises
-:class:`autopsy.data.ImageError` with a message fit for the page.
+sides of at least ``MIN_SIDE`` px, shapes up to ``MAX_ASPECT``:1 so that no working size can
+explode, EXIF orientation, 16-bit and transparency handled, RGB) and scaled down for interactive
+speed. A bad file raises :class:`autopsy.data.ImageError` with a message fit for the page.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import streamlit as st
 from PIL import Image, UnidentifiedImageError
 
 from autopsy.assets import cached_path
-from autopsy.data import FAIRFACE_CONTEXT, FAIRFACE_CROPS, PERCEIVED_LABELS_NOTE, ImageError, load_image
+from autopsy.data import (FAIRFACE_CONTEXT, FAIRFACE_CROPS, MAX_ASPECT, MIN_SIDE, PERCEIVED_LABELS_NOTE, ImageError,
+                          image_format, load_image)
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # also server.maxUploadSize in app/.streamlit/config.toml
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp"]
@@ -45,14 +47,16 @@ def check_upload(name: str, data: bytes) -> Image.Image:
     try:
         with Image.open(io.BytesIO(data)) as probe:
             kind = probe.format
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError, ValueError):
+    except Image.DecompressionBombError:
+        kind = image_format(io.BytesIO(data))  # too many pixels to open: load_image says so below
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         kind = None
     if kind not in ACCEPTED_FORMATS:
         found = f"a {kind} image" if kind else "not an image this viewer can read"
         raise ImageError(f"{name}: this file is {found}; upload a JPEG, PNG or WebP photo.")
     buffer = io.BytesIO(data)
     buffer.name = name  # load_image names the file in its messages
-    return load_image(buffer, max_pixels=MAX_PIXELS)
+    return load_image(buffer, max_pixels=MAX_PIXELS, min_side=MIN_SIDE, max_aspect=MAX_ASPECT)
 
 
 @st.cache_data(max_entries=16, ttl=900, show_spinner=False)

@@ -10,15 +10,21 @@ local path, looking in this order:
 
 A file whose SHA-256 differs from the pin is refused and never enters the cache. Every
 write goes to a temporary file in the cache directory and is renamed into place, so no
-half-written file is ever visible under its final name.
+half-written file is ever visible under its final name. A cache that cannot be written
+(read-only, full, or a path that is a file) is an :class:`AssetCacheError` naming the path and
+the fix; when the mirror holds the file, its verified copy is used in place instead, with a
+warning.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +43,16 @@ class AssetIntegrityError(AssetError):
 
 class AssetUnavailableError(AssetError):
     """The file is in neither the cache nor the mirror, and the network cannot supply it."""
+
+
+class AssetCacheError(AssetError):
+    """The cache cannot hold the file: read-only, full, or its path is not a folder."""
+
+
+#: Write errors that are about the cache's file system, not about the file or the network.
+_CACHE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR,
+                 errno.EEXIST, errno.EISDIR}
+_warned_caches: set[Path] = set()
 
 
 @dataclass(frozen=True)
@@ -102,22 +118,28 @@ def is_available(asset: Asset) -> bool:
 def fetch(asset: Asset) -> Path:
     """Return a local path to ``asset`` whose SHA-256 matches its pin.
 
-    Raises :class:`AssetIntegrityError` for a file that does not match, and
-    :class:`AssetUnavailableError` when no source can supply the file.
+    Raises :class:`AssetIntegrityError` for a file that does not match,
+    :class:`AssetUnavailableError` when no source can supply the file and
+    :class:`AssetCacheError` when the cache cannot be written and no mirror holds the file.
     """
     target = cached_path(asset)
-    if target.is_file():
-        actual = sha256_of(target)
-        if actual == asset.sha256:
-            return target
-        # A cached file that no longer matches was changed after it was verified; drop it
-        # and fetch a clean copy rather than trusting it.
-        target.unlink()
+    try:
+        if target.is_file():
+            if sha256_of(target) == asset.sha256:
+                return target
+            # A cached file that no longer matches was changed after it was verified; drop it
+            # and fetch a clean copy rather than trusting it.
+            target.unlink()
+    except OSError:
+        pass  # an unreadable or read-only cache: the copy below says what is wrong, or the mirror serves
 
     mirror = mirror_dir()
     if mirror is not None and (mirror / asset.mirror_path).is_file():
         source = mirror / asset.mirror_path
-        _install(asset, target, lambda tmp: shutil.copyfile(source, tmp), origin=f"mirror file {source}")
+        try:
+            _install(asset, target, lambda tmp: shutil.copyfile(source, tmp), origin=f"mirror file {source}")
+        except AssetCacheError as err:
+            return _verified_in_place(asset, source, err)
         return target
 
     if os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
@@ -126,13 +148,35 @@ def fetch(asset: Asset) -> Path:
     return target
 
 
+def _verified_in_place(asset: Asset, source: Path, cache_error: AssetCacheError) -> Path:
+    """The mirror file itself, after checking its SHA-256, for a cache that cannot be written."""
+    try:
+        actual = sha256_of(source)
+    except OSError as err:  # the copy failed on reading the mirror, not on writing the cache
+        raise AssetUnavailableError(
+            f"asset {asset.name!r}: the mirror file {source} cannot be read ({err.strerror}); make it readable "
+            f"or point {MIRROR_ENV} at another copy of the mirror."
+        ) from None
+    if actual != asset.sha256:
+        raise AssetIntegrityError(
+            f"asset {asset.name!r} failed its integrity check: expected SHA-256 {asset.sha256}, got {actual} "
+            f"(mirror file {source}). The file was refused. Replace it with the original from {asset.url}."
+        )
+    root = cache_dir()
+    if root not in _warned_caches:
+        _warned_caches.add(root)
+        warnings.warn(f"{cache_error} Meanwhile the verified mirror files are used in place.", stacklevel=3)
+    return source
+
+
 def _install(asset: Asset, target: Path, write, *, origin: str) -> None:
     """Write through ``write(tmp_path)`` into a temp file, verify it, then rename into place."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
         write(tmp)
         actual = sha256_of(tmp)
         if actual != asset.sha256:
@@ -142,8 +186,30 @@ def _install(asset: Asset, target: Path, write, *, origin: str) -> None:
                 f"original from {asset.url}."
             )
         os.replace(tmp, target)
+    except OSError as err:
+        if err.errno not in _CACHE_ERRNOS:
+            raise
+        raise AssetCacheError(_cache_message(asset, target, err)) from None
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+
+
+def _cache_message(asset: Asset, target: Path, err: OSError) -> str:
+    """What is wrong with the cache, named by path, and how to fix it."""
+    fix = f"or set {CACHE_ENV} to a folder that can hold it"
+    blocker = next((p for p in (target.parent, *target.parent.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None or err.errno in (errno.ENOTDIR, errno.EEXIST):
+        where = blocker or target.parent
+        return (f"cannot cache asset {asset.name!r}: the cache path {where} is a file, not a folder. "
+                f"Move or delete that file {fix}.")
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        need = f" (the file needs {asset.size:,} bytes)" if asset.size else ""
+        return (f"cannot cache asset {asset.name!r}: no space left on the disk of the cache {cache_dir()}{need}. "
+                f"Free some space {fix}.")
+    return (f"cannot cache asset {asset.name!r}: the cache {target.parent} is not writable ({err.strerror}). "
+            f"Make it writable {fix}.")
 
 
 def _download(asset: Asset, destination: Path) -> None:
@@ -158,6 +224,10 @@ def _download(asset: Asset, destination: Path) -> None:
             path=destination.parent,
             progressbar=True,
         )
+    except OSError as err:
+        if err.errno in _CACHE_ERRNOS:
+            raise  # a cache problem, reported as one by _install
+        raise AssetUnavailableError(_unavailable_message(asset, f"download failed: {err}")) from None
     except ValueError as err:  # pooch's hash mismatch
         raise AssetIntegrityError(
             f"asset {asset.name!r} downloaded from {asset.url} does not match its pinned SHA-256 "

@@ -17,10 +17,13 @@ import yaml
 from autopsy import registry
 from autopsy.assets import AssetError, fetch, is_available
 from autopsy.data import ImageError
-from autopsy.runs import RunPaths
+from autopsy.contract import ContractError
+from autopsy.runner import RunError
+from autopsy.runs import RunPaths, check_outputs_belong
 from autopsy.story import StoryError
 
-USER_ERRORS = (AssetError, registry.RegistryError, StoryError, ImageError, ValueError, FileNotFoundError)
+USER_ERRORS = (AssetError, registry.RegistryError, StoryError, ImageError, ValueError, FileNotFoundError,
+               RunError, ContractError)
 APP_SCRIPT = Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py"
 
 
@@ -37,7 +40,7 @@ def cmd_assets(args) -> int:
     slugs = [args.slug] if args.slug else list(incidents)
     for slug in slugs:
         incident = registry.get(slug, incidents)
-        assets = incident.assets(args.profile)
+        assets = incident.assets(incident.settings(args.profile))
         print(f"# {slug} ({args.profile} profile): {len(assets)} pinned file(s)")
         shown = assets if args.all_files else _one_per_group(assets)
         for asset in shown:
@@ -67,41 +70,58 @@ def cmd_fetch(args) -> int:
         raise ValueError("name an incident (autopsy fetch SLUG) or pass --all")
     slugs = list(incidents) if args.all else [args.slug]
     for slug in slugs:
-        assets = registry.get(slug, incidents).assets(args.profile)
+        incident = registry.get(slug, incidents)
+        assets = incident.assets(incident.settings(args.profile))
         for asset in tqdm(assets, desc=f"{slug}: verifying", unit="file", disable=len(assets) < 5):
             fetch(asset)
         print(f"{slug}: {len(assets)} file(s) present and verified")
     return 0
 
 
-def _params(args) -> dict:
-    params = {}
+def settings(incident, args):
+    """The run's frozen config: the profile, then ``--params`` YAML, then the command-line options."""
+    overrides = {}
     if args.params:
         path = Path(args.params)
         if not path.is_file():
             raise FileNotFoundError(f"parameters file {path} does not exist")
-        params = (yaml.safe_load(path.read_text()) or {}).get(args.slug, {})
-    params["profile"] = args.profile
+        section = (yaml.safe_load(path.read_text()) or {}).get(incident.slug, {})
+        if not isinstance(section, dict):
+            raise ValueError(f"{path}: the section {incident.slug!r} must be a mapping of setting: value")
+        overrides.update(section)
     if args.images or args.labels:
         if not (args.images and args.labels):
             raise ValueError("bring-your-own needs both --images DIR and --labels CSV")
-        params.update(images=str(args.images), labels=str(args.labels), profile="custom")
+        overrides.update(images=str(args.images), labels=str(args.labels))
     if args.limit is not None:
-        params["limit_per_group"] = args.limit
-    return params
+        if args.limit < 1:
+            raise ValueError(f"--limit must be at least 1 photo per group, got {args.limit}")
+        overrides["limit_per_group"] = args.limit
+    return incident.settings(args.profile, overrides)
 
 
 def cmd_run(args) -> int:
+    from autopsy import runner
+    from autopsy.engines import get_engine
+
     incident = registry.get(args.slug)
-    if args.profile not in incident.profiles:
-        raise ValueError(f"{args.slug} has no profile {args.profile!r}; choose one of {list(incident.profiles)}")
-    params = _params(args)
+    config = settings(incident, args)
     started = time.perf_counter()
+    last = {"stage": None, "time": 0.0}
 
     def progress(fraction: float, message: str) -> None:
-        print(f"  [{time.perf_counter() - started:6.1f}s {100 * fraction:3.0f}%] {message}", file=sys.stderr, flush=True)
+        now, stage = time.perf_counter(), message.split(":", 1)[0]
+        if stage == last["stage"] and now - last["time"] < 2.0 and fraction < 1.0:
+            return  # at most one line every two seconds within a stage
+        last.update(stage=stage, time=now)
+        print(f"  [{now - started:6.1f}s {100 * fraction:3.0f}%] {message}", file=sys.stderr, flush=True)
 
-    record = incident.investigate(Path(args.out), params, progress=progress)
+    engine = get_engine(args.engine, address=args.address, on_error=args.on_error)
+    try:
+        record = runner.run(incident, config, out_root=Path(args.out), resume=args.resume, engine=engine,
+                            progress=progress)
+    finally:
+        engine.close()
     paths = RunPaths(Path(args.out), args.slug)
     print(f"{args.slug}: metrics written to {paths.metrics}, figures to {paths.outputs}/")
     for line in record.get("summary", []):
@@ -109,12 +129,27 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_params(args) -> int:
+    """Print the quick profile's settings as YAML, a section per incident (the source of params.yaml)."""
+    incidents = registry.discover()
+    slugs = [args.slug] if args.slug else list(incidents)
+    out = {slug: registry.get(slug, incidents).settings(args.profile).to_dict() for slug in slugs}
+    print(PARAMS_HEADER + yaml.safe_dump(out, sort_keys=False, default_flow_style=None, width=100), end="")
+    return 0
+
+
+PARAMS_HEADER = ("# Generated by `autopsy params > params.yaml` from each incident's quick profile; edit a value to\n"
+                 "# change what `dvc repro` runs (autopsy run SLUG --params params.yaml).\n")
+
+
 def cmd_report(args) -> int:
     from autopsy import story
 
     incident = registry.get(args.slug)
     paths = RunPaths(Path(args.out), args.slug)
-    resolved = story.resolve(story.parse(incident.story), story.load_run(paths.metrics), paths.outputs)
+    run = story.load_run(paths.metrics)
+    check_outputs_belong(run, paths.outputs)
+    resolved = story.resolve(story.parse(incident.story), run, paths.outputs)
     destination = story.render_html(resolved, Path(args.html) if args.html else paths.report)
     print(f"{args.slug}: report written to {destination}")
     return 0
@@ -127,6 +162,8 @@ def cmd_app(args) -> int:
         )
     command = [sys.executable, "-m", "streamlit", "run", str(APP_SCRIPT), "--server.port", str(args.port),
                "--server.headless", "true" if args.headless else "false", "--", "--out", str(Path(args.out).resolve())]
+    if args.workshop:
+        command += ["--workshop", str(Path(args.workshop).resolve())]
     return subprocess.call(command)
 
 
@@ -151,21 +188,32 @@ def build_parser() -> argparse.ArgumentParser:
     out_option(p)
     p = add("assets", cmd_assets, "show the pinned artefacts (URL, SHA-256, licence, citation)")
     p.add_argument("slug", nargs="?", help="one incident (default: all)")
-    p.add_argument("--profile", default="quick", choices=("quick", "paper"))
+    p.add_argument("--profile", default="quick")
     p.add_argument("--all-files", action="store_true", help="list every file of image sets")
     p = add("fetch", cmd_fetch, "download (or copy from AUTOPSY_MIRROR) and verify an incident's assets")
     p.add_argument("slug", nargs="?")
     p.add_argument("--all", action="store_true", help="every incident")
-    p.add_argument("--profile", default="quick", choices=("quick", "paper"))
+    p.add_argument("--profile", default="quick")
     p = add("run", cmd_run, "run an incident's investigation: metrics/<slug>.json and outputs/<slug>/")
     p.add_argument("slug")
-    p.add_argument("--profile", default="quick", choices=("quick", "paper"),
-                   help="quick: offline with the mirror, minutes on 2 cores; paper: the published protocol")
+    p.add_argument("--profile", default=None,
+                   help="smoke: seconds, for tests; quick (default): offline with the mirror, minutes on 2 cores; "
+                        "paper: the published protocol at full size")
     p.add_argument("--params", help="YAML file with a section per incident (e.g. params.yaml)")
     p.add_argument("--images", type=Path, help="bring your own: a folder of photos")
     p.add_argument("--labels", type=Path, help="bring your own: CSV with columns file,race,gender")
     p.add_argument("--limit", type=int, help="at most N images per race x gender group (small runs)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run with the same settings")
+    p.add_argument("--engine", default="local", choices=("local", "ray"),
+                   help="local (default): this process; ray: Ray tasks (a local instance, or --address)")
+    p.add_argument("--address", help="a Ray cluster to join, e.g. ray://head:10001 (with --engine ray)")
+    p.add_argument("--on-error", default="stop", choices=("stop", "skip"),
+                   help="an image that fails in a sharded pass: stop the run (default), or skip it and list it "
+                        "in the run's exclusions")
     out_option(p)
+    p = add("params", cmd_params, "print the settings of a profile as YAML (the source of params.yaml)")
+    p.add_argument("slug", nargs="?", help="one incident (default: all)")
+    p.add_argument("--profile", default="quick")
     p = add("report", cmd_report, "render the incident's story from its latest run as one HTML file")
     p.add_argument("slug")
     p.add_argument("--html", help="where to write the report (default: <out>/reports/<slug>.html)")
@@ -173,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("app", cmd_app, "start the Streamlit narrative viewer")
     p.add_argument("--port", type=int, default=8501)
     p.add_argument("--headless", action="store_true", help="do not open a browser")
+    p.add_argument("--workshop", help="the workshop's answers database (default: <out>/workshop.sqlite)")
     out_option(p)
     return parser
 

@@ -7,7 +7,8 @@ resamples. Definitions: demographic parity and equal opportunity as in Hardt, Pr
 2016), "Equality of Opportunity in Supervised Learning"; the four-fifths rule from the US EEOC Uniform
 Guidelines on Employee Selection Procedures (29 CFR 1607.4(D), 1978). Paired preference trials in
 which items recur are resampled by items with the pigeonhole bootstrap (Owen 2007, "The pigeonhole
-bootstrap", Annals of Applied Statistics 1(2)).
+bootstrap", Annals of Applied Statistics 1(2)). Differences of mean scores carry the Mann-Whitney U
+test (Mann & Whitney 1947); spreads over several groups the Kruskal-Wallis test (Kruskal & Wallis 1952).
 
 Groups smaller than ``min_group_size`` are reported with a warning, never dropped.
 """
@@ -22,11 +23,17 @@ import numpy as np
 import pandas as pd
 from fairlearn.metrics import MetricFrame
 
+from scipy import stats as _scipy_stats
+
 from autopsy.stats import Estimate, binomial_test, bootstrap, wilson_interval
 
 __all__ = [
     "group_metrics",
     "score_by_group",
+    "estimates_by_group",
+    "mean_estimate",
+    "mean_difference",
+    "spread_of_means",
     "metric_difference",
     "demographic_parity_difference",
     "equal_opportunity_difference",
@@ -223,6 +230,74 @@ def score_by_group(
                         "high": high, "n": len(rows), "test": f"bootstrap within group ({n_boot} resamples)",
                         "level": level, "warning": _small_warning(len(rows), min_group_size)})
     return _long_frame(frame, records)
+
+
+def estimates_by_group(frame: pd.DataFrame, by: str | None = None) -> dict:
+    """The rows of :func:`group_metrics` / :func:`score_by_group` as ``{group: Estimate}``.
+
+    ``by`` names the group column (default: the first column); keep one metric per frame.
+    """
+    by = by or frame.columns[0]
+    return {row[by]: Estimate(float(row["value"]), float(row["low"]), float(row["high"]), int(row["n"]),
+                              str(row["test"]), level=float(row["level"]),
+                              warning=row["warning"] if isinstance(row["warning"], str) else None)
+            for _, row in frame.iterrows()}
+
+
+def mean_estimate(values, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
+                  min_group_size: int = MIN_GROUP_SIZE) -> Estimate:
+    """Mean of the finite ``values`` with a percentile bootstrap interval (:func:`score_by_group` on one
+    group). No finite value gives an undefined estimate that says so."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return Estimate(float("nan"), float("nan"), float("nan"), 0, "bootstrap", level=level, warning="no values")
+    frame = score_by_group(values, np.zeros(len(values), dtype=int), n_boot=n_boot, seed=seed, level=level,
+                           min_group_size=min_group_size)
+    return estimates_by_group(frame)[0]
+
+
+def mean_difference(a, b, *, label: str = "a - b", n_boot: int = 2000, seed: int = 0, level: float = 0.95,
+                    min_group_size: int = MIN_GROUP_SIZE) -> Estimate:
+    """``mean(a) - mean(b)`` of two groups' scores: a percentile bootstrap that resamples within each
+    group (sizes fixed) and the two-sided Mann-Whitney U p-value (None when every score is equal).
+    ``label`` names the contrast in the estimate's test, e.g. ``"coverage: Black - White"``."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.ndim != 1 or b.ndim != 1 or a.size == 0 or b.size == 0:
+        raise ValueError(f"mean_difference needs two non-empty 1-D score arrays; got shapes {a.shape} and {b.shape}")
+    rng = np.random.default_rng(seed)
+    boots = (a[rng.integers(0, len(a), (n_boot, len(a)))].mean(1)
+             - b[rng.integers(0, len(b), (n_boot, len(b)))].mean(1))
+    low, high = _interval(boots, level)
+    p = float(_scipy_stats.mannwhitneyu(a, b).pvalue) if np.ptp(np.r_[a, b]) > 0 else None
+    small = min(len(a), len(b)) < min_group_size
+    return Estimate(float(a.mean() - b.mean()), low, high, len(a) + len(b),
+                    f"{label}; bootstrap within groups ({n_boot} resamples); Mann-Whitney U p", level=level,
+                    p_value=p, warning=f"a group below n={min_group_size}" if small else None)
+
+
+def spread_of_means(scores, sensitive, *, label: str = "group means", n_boot: int = 2000, seed: int = 0,
+                    level: float = 0.95, min_group_size: int = MIN_GROUP_SIZE) -> Estimate:
+    """The largest minus the smallest group mean of ``scores``, the max and min re-taken in every
+    resample of a bootstrap within groups, with the Kruskal-Wallis p-value across all groups."""
+    scores = np.asarray(scores, dtype=float)
+    frame = _sensitive_frame(sensitive, len(scores))
+    by_group = pd.Series(scores).groupby([frame[c] for c in frame.columns] if frame.shape[1] > 1 else frame.iloc[:, 0])
+    means = by_group.mean()
+    if len(means) < 2:
+        raise ValueError(f"a spread needs at least two groups; got {list(means.index)}")
+    groups = [g.to_numpy() for _, g in by_group]
+    rng = np.random.default_rng(seed)
+    boots = np.array([[g[rng.integers(0, len(g), len(g))].mean() for g in groups] for _ in range(n_boot)])
+    low, high = _interval(boots.max(1) - boots.min(1), level)
+    try:
+        p = float(_scipy_stats.kruskal(*groups).pvalue)
+    except ValueError:  # every score identical
+        p = None
+    small = [f"{k} (n={len(g)})" for k, g in zip(means.index, groups) if len(g) < min_group_size]
+    return Estimate(float(means.max() - means.min()), low, high, len(scores),
+                    f"max - min of {label}; bootstrap within groups ({n_boot} resamples); Kruskal-Wallis p",
+                    level=level, p_value=p, warning=f"groups below n={min_group_size}: {', '.join(small)}" if small else None)
 
 
 def _group_distributions(y_true_b, y_pred_b, frame, name, fn, n_boot, seed):

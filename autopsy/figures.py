@@ -18,7 +18,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["OKABE_ITO", "MAP_CMAP", "group_colours", "new_figure", "plot_estimates", "saliency_overlay", "image_grid"]
+__all__ = ["OKABE_ITO", "MAP_CMAP", "group_colours", "new_figure", "plot_estimates", "saliency_overlay", "image_grid",
+           "draw_box", "estimate_errorbars", "attribution_grid"]
 
 # Okabe-Ito, without its black (kept for text and reference lines) and ordered for contrast
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999"]
@@ -161,4 +162,52 @@ def image_grid(images: Sequence, *, titles: Sequence[str] | None = None, ncols: 
         ax.set_axis_off()
         if titles is not None:
             ax.set_title(str(titles[i]), fontsize=9)
+    return fig
+
+
+def draw_box(ax, box, *, colour: str = OKABE_ITO[1], style: str = "-", width: float = 2.0, label: str | None = None,
+             xywh: bool = True) -> None:
+    """Outline a rectangle on ``ax``: ``box`` as (left, top, width, height), or (x0, y0, x1, y1) with ``xywh=False``."""
+    x0, y0, a, b = box
+    x1, y1 = (x0 + a, y0 + b) if xywh else (a, b)
+    ax.plot([x0, x1, x1, x0, x0], [y0, y0, y1, y1, y0], color=colour, ls=style, lw=width, label=label)
+
+
+def estimate_errorbars(ax, x, estimates: Sequence, **kwargs):
+    """Each estimate's value at ``x`` with its interval as an error bar on ``ax`` (an undefined
+    interval draws no bar); ``kwargs`` go to ``Axes.errorbar`` (``fmt="o-"`` joins the points)."""
+    values = np.array([e.value for e in estimates], dtype=float)
+    err = np.array([[e.value - e.low for e in estimates], [e.high - e.value for e in estimates]], dtype=float)
+    return ax.errorbar(x, values, yerr=np.nan_to_num(err), **kwargs)
+
+
+def attribution_grid(images: Sequence, maps: Mapping[str, np.ndarray], *, captions: Sequence[str],
+                     masks: Sequence | None = None, mask_title: str = "model output", boxes: Sequence | None = None,
+                     size: float = 3.0) -> Figure:
+    """One row per input: the image, optionally the model's mask (``masks``, values in [0, 1]), then
+    each method's map as |attribution| summed over channels, with a colour bar. ``maps`` is
+    ``{method: (B, C, H, W)}`` (e.g. :attr:`autopsy.examine.Examination.maps`); ``boxes`` outlines an
+    (x0, y0, x1, y1) box per input on every panel but the image."""
+    n = len(images)
+    if len(captions) != n or any(len(m) != n for m in maps.values()):
+        raise ValueError(f"attribution_grid needs one caption and one map per method for each of the {n} images")
+    columns = 1 + (masks is not None) + len(maps)
+    fig = new_figure(figsize=(size * columns, size * n))
+    axes = fig.subplots(n, columns, squeeze=False)
+    for k, row in enumerate(axes):
+        row[0].imshow(np.asarray(images[k]))
+        row[0].set_title(captions[k], fontsize=8)
+        panels = list(row[1:])
+        if masks is not None:
+            ax = panels.pop(0)
+            ax.imshow(masks[k], cmap=MAP_CMAP, vmin=0, vmax=1)
+            ax.set_title(mask_title, fontsize=8)
+        for ax, (method, per_input) in zip(panels, maps.items()):
+            shown = ax.imshow(np.abs(per_input[k]).sum(0), cmap=MAP_CMAP)
+            ax.set_title(f"{method.replace('_', ' ')} |attribution|", fontsize=8)
+            fig.colorbar(shown, ax=ax, fraction=0.04)
+        for ax in row[1:] if boxes is not None else ():
+            draw_box(ax, boxes[k], xywh=False, width=1.2)
+        for ax in row:
+            ax.set_axis_off()
     return fig

@@ -172,8 +172,10 @@ def probe(
         control_correct = held_out_correct(shuffled)
         control_est = wilson(control_correct, "same probe on shuffled labels (Hewitt & Liang 2019); "
                              f"Wilson {level:.0%}")
-        low, high = bootstrap(lambda a, b: a.mean() - b.mean(), correct, control_correct, level=level, seed=seed)
+        resamples = 2000
+        low, high = bootstrap(lambda a, b: a.mean() - b.mean(), correct, control_correct, level=level, seed=seed,
+                              n_resamples=resamples)
         selectivity = Estimate(float(correct.mean() - control_correct.mean()), low, high, n,
-                               "probe - control accuracy; paired bootstrap over items (2000 resamples)",
+                               f"probe - control accuracy; paired bootstrap over items ({resamples} resamples)",
                                level=level, warning=warning)
     return ProbeResult(accuracy, control_est, selectivity, float(counts.max() / n), class_counts, warning)

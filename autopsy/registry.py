@@ -1,49 +1,28 @@
-"""The incident record and its discovery over ``incidents/*``.
+"""Discovery of incidents: a plain loop over the sub-packages of ``incidents`` (or ``$AUTOPSY_INCIDENTS``).
 
-Each incident package exposes a module-level ``INCIDENT``. Discovery is a plain loop over the
-sub-packages of :mod:`incidents`; the result is a dict keyed by slug.
+Each incident package exposes a module-level ``INCIDENT`` (an :class:`autopsy.contract.Incident`);
+the result is a dict keyed by slug. A package without ``INCIDENT`` is skipped.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
+import os
 
-from autopsy.assets import Asset
+from autopsy.contract import Incident
+
+PACKAGE_ENV = "AUTOPSY_INCIDENTS"
 
 
 class RegistryError(RuntimeError):
     """Two incidents claim one slug, or an incident package is malformed."""
 
 
-@dataclass(frozen=True)
-class Incident:
-    """One reproduced incident: what it pins, how to build its model, how to investigate it.
-
-    ``investigate(out_dir, params)`` writes ``metrics/<slug>.json`` and figures under
-    ``out_dir`` and returns the metrics dict. ``load_data(profile=...)`` returns the labelled
-    set of a profile. ``build_model(weights=None)`` must build without any download.
-    """
-
-    slug: str
-    title: str
-    date: str
-    harm: str  # one line, for cards and listings
-    assets: Callable[[str], list[Asset]]  # profile -> the pinned artefacts it needs
-    build_model: Callable
-    load_data: Callable
-    investigate: Callable
-    story: Path
-    profiles: tuple[str, ...] = ("quick", "paper")
-    aiid: int | None = None
-    explorer: str | None = None  # dotted name of the app page module, if any
-
-
-def discover(package: str = "incidents") -> dict[str, Incident]:
-    """Import every sub-package of ``package`` and collect its ``INCIDENT``."""
+def discover(package: str | None = None) -> dict[str, Incident]:
+    """Import every sub-package of ``package`` (default ``$AUTOPSY_INCIDENTS`` or ``incidents``) and
+    collect its ``INCIDENT``."""
+    package = package or os.environ.get(PACKAGE_ENV) or "incidents"
     root = importlib.import_module(package)
     found: dict[str, Incident] = {}
     for info in sorted(pkgutil.iter_modules(root.__path__), key=lambda i: i.name):

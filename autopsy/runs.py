@@ -9,6 +9,7 @@ Layout under an output root (default: the current directory, as the DVC pipeline
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -42,18 +43,14 @@ class RunPaths:
     def report(self) -> Path:
         return self.root / "reports" / f"{self.slug}.html"
 
+    @property
+    def partial(self) -> Path:
+        """The folder a run writes into until it succeeds (see :mod:`autopsy.runner`)."""
+        return self.root / "outputs" / f".{self.slug}.partial"
 
-def start_run(slug: str, out_dir, params: dict, progress=None):
-    """The opening of every investigation: output folders made, torch seeded from ``params["seed"]``.
-
-    Returns the run's paths and a progress callback (``progress(fraction, message)``; silent if None).
-    """
-    import torch
-
-    paths = RunPaths(Path(out_dir), slug)
-    paths.outputs.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(params["seed"])
-    return paths, progress or (lambda fraction, message: None)
+    @property
+    def lock(self) -> Path:
+        return self.root / "outputs" / f".{self.slug}.lock"
 
 
 def provenance(assets: list[Asset]) -> list[dict]:
@@ -97,6 +94,8 @@ def _jsonable(value):
         return [_jsonable(v) for v in value]
     if hasattr(value, "to_dict") and not isinstance(value, type):
         return _jsonable(value.to_dict())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -104,36 +103,60 @@ def _jsonable(value):
     return value
 
 
-def write_run(paths: RunPaths, *, title: str, profile: str, params: dict, metrics: dict,
-              tables: dict | None = None, assets: list[Asset] = (), figures: dict | None = None,
-              started: float | None = None) -> dict:
-    """Write ``metrics/<slug>.json`` atomically and return the record.
+def write_json_atomic(path: Path, data) -> None:
+    """Write ``data`` as JSON to ``path`` through a temporary file renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps(_jsonable(data), indent=2, ensure_ascii=False, allow_nan=False))
+    tmp.replace(path)
 
-    Adds the perceived-labels note and, given ``started`` (a ``time.perf_counter()`` value), the
-    run time to ``metrics``. The folders of a bring-your-own run (``images``, ``labels``) are
-    left out of the recorded parameters: they are the user's local paths.
+
+def build_record(paths: RunPaths, *, incident, config, profile: str, findings, run_id: str, stages: list,
+                 runtime_seconds: float, engine: str = "local", carbon=None) -> dict:
+    """The run record written to ``metrics/<slug>.json``: numbers, tables, figures, provenance, timings.
+
+    The perceived-labels note and the run time join the metrics. The folders of a bring-your-own run
+    (``images``, ``labels``) are left out of the recorded parameters: they are the user's local paths.
     """
     from autopsy.data import PERCEIVED_LABELS_NOTE
 
-    metrics = {**metrics, "perceived_labels_note": PERCEIVED_LABELS_NOTE}
-    if started is not None:
-        metrics["runtime_seconds"] = round(time.perf_counter() - started, 1)
-    params = {k: v for k, v in params.items() if k not in ("images", "labels")}
-    record = _jsonable({
+    metrics = {**_jsonable(findings.metrics), "perceived_labels_note": PERCEIVED_LABELS_NOTE,
+               "runtime_seconds": round(runtime_seconds, 1)}
+    return _jsonable({
         "slug": paths.slug,
-        "title": title,
+        "run_id": run_id,
+        "title": incident.title,
         "profile": profile,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "lab_version": autopsy.__version__,
         "git_commit": git_commit(),
-        "params": params,
-        "provenance": provenance(list(assets)),
+        "engine": engine,
+        "params": config.to_dict(),
+        "provenance": provenance(list(incident.assets(config))),
         "metrics": metrics,
-        "tables": tables or {},
-        "figures": figures or {},
+        "tables": dict(findings.tables),
+        "figures": dict(findings.figures),
+        "summary": list(findings.summary),
+        "stages": stages,
+        "carbon": carbon,
     })
-    paths.metrics.parent.mkdir(parents=True, exist_ok=True)
-    tmp = paths.metrics.with_suffix(".json.part")
-    tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False, allow_nan=False))
-    tmp.replace(paths.metrics)
-    return record
+
+
+class MixedRunError(ValueError):
+    """The figures folder and the metrics file come from different runs."""
+
+
+def check_outputs_belong(run: dict, outputs: Path) -> None:
+    """Refuse to render a report whose figures folder was written by another run than its metrics."""
+    stamp = Path(outputs) / "run.json"
+    if "run_id" not in run:
+        return  # a record from before runs carried ids: nothing to compare
+    try:
+        folder = json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        raise MixedRunError(f"{outputs} does not say which run wrote it (no readable run.json); "
+                            f"run `autopsy run {run.get('slug', 'SLUG')}` again") from None
+    if folder.get("run_id") != run["run_id"]:
+        raise MixedRunError(f"{outputs} holds run {folder.get('run_id')} but the metrics are from run "
+                            f"{run['run_id']}; the two were mixed (an interrupted copy?): run "
+                            f"`autopsy run {run.get('slug', 'SLUG')}` again")

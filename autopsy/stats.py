@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as _scipy_stats
 
-__all__ = ["Estimate", "wilson_interval", "binomial_test", "bootstrap"]
+__all__ = ["Estimate", "proportion", "wilson_interval", "binomial_test", "bootstrap"]
 
 
 def _json_float(x: float | None) -> float | None:
@@ -104,6 +104,25 @@ def wilson_interval(successes: int, n: int, *, level: float = 0.95) -> tuple[flo
     low = 0.0 if successes == 0 else max(0.0, centre - half)
     high = 1.0 if successes == n else min(1.0, centre + half)
     return low, high
+
+
+def proportion(successes: int, n: int, *, level: float = 0.95, min_n: int = 30,
+               test_against: float | None = None) -> Estimate:
+    """``successes / n`` with its Wilson interval, as an :class:`Estimate` (the lab's one way to report a rate).
+
+    ``n = 0`` gives an undefined estimate that says so; ``n < min_n`` carries a small-sample warning;
+    ``test_against=p`` adds the exact two-sided binomial test against ``p``.
+    """
+    name = f"Wilson {level:.0%}"
+    if n == 0:
+        return Estimate(float("nan"), float("nan"), float("nan"), 0, name, level=level, warning="no items")
+    low, high = wilson_interval(successes, n, level=level)
+    warning = f"n={n} < {min_n}: interval unreliable, group too small" if n < min_n else None
+    p_value = None
+    if test_against is not None:
+        p_value = binomial_test(successes, n, p=test_against)
+        name += f"; exact binomial test vs {test_against} (two-sided)"
+    return Estimate(successes / n, low, high, int(n), name, level=level, warning=warning, p_value=p_value)
 
 
 def binomial_test(successes: int, n: int, *, p: float = 0.5) -> float:

@@ -1,15 +1,27 @@
-"""Throughput of the torch ports of the MediaPipe models against LiteRT, on the same inputs.
+"""Throughput of the lab's MediaPipe models against LiteRT, the reference runtime, on the same inputs.
 
-Both runtimes get 2 threads (``torch.set_num_threads(2)``, LiteRT ``num_threads=2``, XNNPACK on).
-Inputs are FairFace-context photos preprocessed as the wrappers do. Batch 16 for LiteRT uses
-``resize_tensor_input`` to a batch of 16 where the model gives batch-16 outputs, else 16
-sequential invokes (BlazeFace's RESHAPEs pin the batch to 1); the JSON says which. Also records the max abs difference between the two on these inputs.
+Three ways to run each ``.tflite`` model, timed side by side in one run:
+
+- ``reference``: LiteRT's own ``Interpreter`` on the unmodified file, as a MediaPipe user runs it
+  (batch 16: one batched invoke where ``resize_tensor_input`` works, else 16 invokes: BlazeFace's
+  RESHAPEs pin its batch to 1);
+- ``lab``: the lab's module with its default engine for no-gradient passes (``engine="auto"``:
+  LiteRT on the file adapted once per batch size, behind the module's NCHW torch interface;
+  :class:`autopsy.models.tflite.LiteRTEngine`), called as the incidents call it, in
+  ``torch.inference_mode``;
+- ``torch``: the torch port itself (``engine="torch"``), what gradients run through.
+
+``lab_over_reference`` is the issue's ratio (>= 1.0 wanted). Every runtime gets the same threads
+(``--threads``, default 2: LiteRT ``num_threads``, ``torch.set_num_threads``). Inputs: FairFace
+photos preprocessed as the wrappers do (random points for the blendshape model). Also records the
+largest difference of each engine from the reference, and the machine's load.
 
     AUTOPSY_MIRROR=../shared/mirror PYTHONPATH=. python benchmarks/mediapipe_throughput.py
 """
 
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import os
@@ -20,25 +32,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from autopsy import threads
 from autopsy.assets import fetch
 from autopsy.data import FAIRFACE_CONTEXT, load_image
+from autopsy.models import face_landmarker as fl
 from autopsy.models import mediapipe as mp
 from autopsy.models.tflite import load_tflite
 
-THREADS = 2
 ROUND_SECONDS = 0.4
+ROUNDS = 7
+BATCHES = (1, 16)
 
 
-def rate(fn, images: int, rounds: int = 5) -> float:
-    """Median images/s over short rounds (the machine is shared; the median drops load bursts).
-
-    Each runtime is timed on its own, with the other's threads gone: XNNPACK's and torch's
-    worker threads both spin while waiting, and interleaving them in one process on 2 cores
-    slows torch by an order of magnitude.
-    """
+def rate(fn, images: int) -> float:
+    """Median images/s over short rounds (on a shared machine the median drops load bursts)."""
     fn()  # warm up
     samples = []
-    for _ in range(rounds):
+    for _ in range(ROUNDS):
         runs, start = 0, time.perf_counter()
         while time.perf_counter() - start < ROUND_SECONDS or runs < 2:
             fn()
@@ -47,11 +57,11 @@ def rate(fn, images: int, rounds: int = 5) -> float:
     return float(np.median(samples))
 
 
-def litert_runner(path: Path, batch: np.ndarray):
-    """A callable running ``batch`` (NHWC) through LiteRT, and how batching was done."""
+def reference_runner(data: bytes, batch: np.ndarray, n_threads: int):
+    """LiteRT on the unmodified file: a callable giving its outputs for ``batch``, and how it batched."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(path), num_threads=THREADS)
+    interpreter = Interpreter(model_content=data, num_threads=n_threads)
     index = interpreter.get_input_details()[0]["index"]
     mode = "single invoke"
     if len(batch) > 1:
@@ -60,79 +70,109 @@ def litert_runner(path: Path, batch: np.ndarray):
             interpreter.allocate_tensors()
             interpreter.set_tensor(index, batch)
             interpreter.invoke()
-            batched = [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
-            if any(out.shape[0] != len(batch) for out in batched):
+            if any(interpreter.get_tensor(d["index"]).shape[0] != len(batch) for d in interpreter.get_output_details()):
                 raise ValueError("a RESHAPE in the graph pins the batch size to 1")
             mode = "resize_tensor_input (one batched invoke)"
-        except Exception:  # fixed-batch model (reshape constants etc.)
-            interpreter = Interpreter(model_path=str(path), num_threads=THREADS)
-            mode = "16 sequential invokes (resize_tensor_input unusable: batch pinned by RESHAPE)"
+        except Exception:  # noqa: BLE001 - fixed-batch model
+            interpreter = Interpreter(model_content=data, num_threads=n_threads)
+            mode = f"{len(batch)} invokes (the file's RESHAPEs pin the batch to 1)"
     interpreter.allocate_tensors()
     outputs = [d["index"] for d in interpreter.get_output_details()]
 
-    if "sequential" in mode:
+    def run_one(x):
+        interpreter.set_tensor(index, x)
+        interpreter.invoke()
+        return [interpreter.get_tensor(o) for o in outputs]
+
+    if "invokes" in mode:
         def run():
-            results = []
-            for image in batch:
-                interpreter.set_tensor(index, image[None])
-                interpreter.invoke()
-                results.append([interpreter.get_tensor(o) for o in outputs])
-            return [np.concatenate(parts) for parts in zip(*results)]
+            parts = [run_one(image[None]) for image in batch]
+            return [np.concatenate(p) for p in zip(*parts)]
     else:
         def run():
-            interpreter.set_tensor(index, batch)
-            interpreter.invoke()
-            return [interpreter.get_tensor(o) for o in outputs]
+            return run_one(batch)
     return run, mode
 
 
-def main() -> dict:
-    torch.set_num_threads(THREADS)
+def models() -> dict:
+    """name -> (file bytes, inputs maker(n) giving an NCHW/ND torch tensor)."""
     photos = [load_image(fetch(FAIRFACE_CONTEXT.asset(row))) for row in FAIRFACE_CONTEXT.rows[:16]]
-    results = {}
+    out = {}
     for stem, (size, letterbox, value_range) in mp.PREPROCESSING.items():
-        path = fetch(mp.ASSETS[stem])
-        module = load_tflite(path)
         tensors = torch.cat([mp.image_to_tensor(p, size, keep_aspect_ratio=letterbox, value_range=value_range)[0]
                              for p in photos])
+        out[stem] = (fetch(mp.ASSETS[stem]).read_bytes(), tensors)
+    crops = torch.cat([mp.image_to_tensor(p.crop((112, 90, 336, 314)), (192, 192), keep_aspect_ratio=False)[0]
+                       for p in photos])
+    out["face_landmarks_detector"] = (fl.read_member(fl.FACE_LANDMARKER_V2, "face_landmarks_detector.tflite"), crops)
+    points = torch.from_numpy(np.random.default_rng(0).uniform(60, 200, (16, 146, 2)).astype(np.float32))
+    out["face_blendshapes"] = (fl.read_member(fl.FACE_LANDMARKER_V2, "face_blendshapes.tflite"), points)
+    return out
+
+
+def to_reference_layout(t: torch.Tensor) -> np.ndarray:
+    a = t.detach().numpy()
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1) if a.ndim == 4 else a)
+
+
+def main() -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    threads.configure(args.threads)
+    load_start = os.getloadavg()
+    results = {}
+    for name, (data, tensors) in models().items():
+        lab = load_tflite(data, name=name, engine="auto")
+        port = load_tflite(data, name=name, engine="torch")
         entry = {}
-        for batch_size in (1, 16):
+        for batch_size in BATCHES:
             x = tensors[:batch_size].contiguous()
-            nhwc = np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy())
-            run_litert, mode = litert_runner(path, nhwc)
+            run_reference, mode = reference_runner(data, to_reference_layout(x), args.threads)
+
+            def run_lab():
+                with torch.inference_mode():
+                    return lab(x)
 
             def run_torch():
                 with torch.inference_mode():
-                    return module(x)
+                    return port(x)
 
-            ours = run_torch()
-            ours = ours if isinstance(ours, tuple) else (ours,)
-            ref = run_litert()
-            diff = max(float(np.abs((o.permute(0, 2, 3, 1) if o.dim() == 4 else o).numpy() - r).max())
-                       for o, r in zip(ours, ref))
-            litert_ips = rate(run_litert, batch_size)
-            del run_litert
-            gc.collect()
-            torch_ips = rate(run_torch, batch_size)
+            reference = run_reference()
+            diffs = {}
+            for engine, fn in (("lab", run_lab), ("torch", run_torch)):
+                outs = fn()
+                outs = outs if isinstance(outs, tuple) else (outs,)
+                diffs[engine] = max(float(np.abs(to_reference_layout(o) - r).max()) for o, r in zip(outs, reference))
+            # Each runtime is timed on its own, round after round: XNNPACK's and OpenMP's workers
+            # both spin while waiting, and interleaving them call by call would time the spinning.
+            timed = {}
+            for engine, fn in (("reference", run_reference), ("lab", run_lab), ("torch", run_torch)):
+                gc.collect()
+                timed[engine] = rate(fn, batch_size)
             entry[f"batch_{batch_size}"] = {
-                "torch_images_per_s": round(torch_ips, 1),
-                "litert_images_per_s": round(litert_ips, 1),
-                "torch_over_litert": round(torch_ips / litert_ips, 3),
-                "litert_batching": mode,
-                "max_abs_diff": diff,
+                **{f"{k}_images_per_s": round(v, 1) for k, v in timed.items()},
+                "lab_over_reference": round(timed["lab"] / timed["reference"], 3),
+                "torch_over_reference": round(timed["torch"] / timed["reference"], 3),
+                "reference_batching": mode,
+                "lab_engine": lab.engine,
+                "max_abs_diff_from_reference": diffs,
             }
-        results[stem] = entry
-        print(stem, json.dumps(entry))
+            del run_reference
+        results[name] = entry
+        print(name, json.dumps(entry), flush=True)
     return {
-        "what": "images/s of the torch ports (autopsy.models.tflite) vs LiteRT (XNNPACK) on the same inputs",
-        "threads": THREADS,
+        "what": "images/s of the lab's MediaPipe models: default engine (LiteRT behind the module) and torch "
+                "port, beside LiteRT on the unmodified file",
+        "threads": args.threads,
         "torch": torch.__version__,
         "litert": _version("ai-edge-litert"),
         "machine": f"{platform.machine()} {platform.processor() or ''} ({os.cpu_count()} CPUs visible)".strip(),
-        "inputs": "first 16 FairFace-context photos, preprocessed as the wrappers do",
-        "timing": f"median of 5 rounds of >= {ROUND_SECONDS} s; LiteRT timed first, then torch with the interpreter freed",
-        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
-        "note": "shared 2-core machine; other jobs were running, so absolute rates are noisy, ratios less so",
+        "inputs": "first 16 FairFace-context photos, preprocessed as the wrappers do (Face Landmarker: a central "
+                  "crop; blendshapes: random points)",
+        "timing": f"median of {ROUNDS} rounds of >= {ROUND_SECONDS} s per runtime, one runtime at a time",
+        "load_average_start": [round(v, 2) for v in load_start],
+        "load_average_end": [round(v, 2) for v in os.getloadavg()],
         "results": results,
     }
 

@@ -1,4 +1,7 @@
-"""Choose fastgaze's input preprocessing by measurement (the file does not record it).
+"""Ablation (superseded): how fastgaze's input preprocessing was chosen before the binary was read.
+
+Since issue 10 the lab runs the binary's own pipeline (docs/twitter_model.md); this script keeps the
+earlier face-hit criterion as an ablation, with the blur applied as the port then did.
 
 Question: which input mapping and working resolution make the ported fastgaze network
 (Theis et al. 2018, arXiv 1801.05787; Twitter's cropping model, Yee et al. 2021, arXiv 2105.08667)
@@ -71,7 +74,7 @@ CANDIDATES = {
     "raw_rgb": ("RGB, 0-255", lambda x: x),
     "raw_bgr": ("BGR, 0-255", lambda x: x.flip(1)),
     "rgb_minus_rgb_mean": ("RGB minus (123.68, 116.78, 103.94)", lambda x: x - _mean(IMAGENET_RGB)),
-    "bgr_minus_bgr_mean": ("BGR minus (103.94, 116.78, 123.68) (Caffe/VGG)", fg.to_network_input),
+    "bgr_minus_bgr_mean": ("BGR minus (103.94, 116.78, 123.68) (Caffe/VGG)", lambda x: x.flip(1) - torch.tensor(fg.LEGACY_BGR_MEAN).view(1, 3, 1, 1)),
     "rgb_minus_bgr_mean": ("RGB minus (103.94, 116.78, 123.68) (mismatch control)", lambda x: x - _mean(IMAGENET_RGB[::-1])),
     "unit": ("RGB / 255, in [0, 1]", lambda x: x / 255.0),
     "plus_minus_one": ("RGB / 127.5 - 1, in [-1, 1]", lambda x: x / 127.5 - 1.0),
@@ -83,7 +86,7 @@ def load_pixels(paths, side):
     arrays = []
     for p in paths:
         image = load_image(p)
-        size = fg.working_size(*image.size, side=side)
+        size = fg.legacy_working_size(*image.size, side=side)
         if size != image.size:
             image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=None)
         arrays.append(np.asarray(image, dtype=np.float32))
@@ -170,7 +173,7 @@ def main() -> None:
     table = load_image_set(FAIRFACE_CONTEXT)
     paths = list(table["path"])
     print(f"{len(paths)} images", file=sys.stderr)
-    net = fg.build_model("fastgaze")
+    net = fg.build_model(blur="replicate")
     blur = net.layers[-1]
     zeros_blur = GaussianBlur(blur.kernel_size, blur.std, "zeros")
 
@@ -214,7 +217,7 @@ def main() -> None:
         {"check": "as ported (replicate blur padding, kernels as stored)", **evaluate(out, blur, faces, False)},
         {"check": "blur with zero padding", **evaluate(out, zeros_blur, faces, False)},
     ]
-    flipped = fg.build_model("fastgaze")
+    flipped = fg.build_model(blur="replicate")
     with torch.no_grad():
         for m in flipped.modules():
             if isinstance(m, torch.nn.Conv2d):

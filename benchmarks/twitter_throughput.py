@@ -72,7 +72,7 @@ def main() -> None:
 
     torch.set_num_threads(THREADS)
     load_start = os.getloadavg()
-    net = fg.build_model("fastgaze")
+    net = fg.build_model()
     options = ort.SessionOptions()
     options.intra_op_num_threads = THREADS
     options.inter_op_num_threads = 1

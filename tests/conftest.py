@@ -27,3 +27,20 @@ def offline_lab(tmp_path_factory):
 @pytest.fixture(scope="session")
 def mirror(offline_lab) -> Path:
     return offline_lab
+
+
+@pytest.fixture(scope="session")
+def smoke_run(offline_lab, tmp_path_factory):
+    """``smoke_run(slug)``: one real smoke-profile run per incident per session, shared by every test."""
+    from autopsy import registry, runner
+
+    done = {}
+
+    def get(slug: str):
+        if slug not in done:
+            out = tmp_path_factory.mktemp(f"smoke-{slug}")
+            incident = registry.discover()[slug]
+            done[slug] = (out, runner.run(incident, incident.settings("smoke"), out_root=out))
+        return done[slug]
+
+    return get

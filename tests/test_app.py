@@ -95,39 +95,36 @@ def test_about_page_has_methods_licences_and_the_perceived_labels_note(monkeypat
     assert "Adebayo" in page
 
 
-def test_incident_page_without_a_run_offers_the_quick_profile(monkeypatch, tmp_path):
+def test_incident_page_without_a_run_offers_the_quick_profile_and_reports_a_failure(monkeypatch, tmp_path):
+    import dataclasses
+
+    from app import lab as lab_module
+    from autopsy import registry
+    from autopsy.contract import Stage
+
+    def broken(ctx, photos, scores):
+        raise RuntimeError("a stage broke")
+
+    real = registry.discover(FIXTURE_PACKAGE)
+    patched = {slug: dataclasses.replace(i, stages=(*i.stages[:2], Stage("findings", broken)))
+               for slug, i in real.items()}
+    monkeypatch.setattr(lab_module.registry, "discover", lambda package="incidents": patched)
     at = app(monkeypatch, tmp_path, page="alpha")
     assert at.title[0].value == "Alpha incident"
     assert "has not been run here yet" in texts(at)
     button = at.button(key="run-alpha")
     assert button.label == "Run the quick profile now"
-    button.click().run()  # the fixture's investigate raises: the page reports it and nothing else breaks
+    button.click().run()
     assert not at.exception
-    assert any("The run failed" in e.value for e in at.error)
+    assert any("The run failed: a stage broke" in e.value for e in at.error)
 
 
-def test_running_the_quick_profile_from_the_page_shows_progress_then_the_story(monkeypatch, tmp_path):
-    import dataclasses
-
-    from app import lab as lab_module
-    from autopsy import registry
-
-    calls = []
-
-    def investigate(out_dir, params, progress=None):
-        calls.append(params)
-        progress(0.5, "half way")
-        write_fixture_run(Path(out_dir))
-        return RUN
-
-    real = registry.discover(FIXTURE_PACKAGE)
-    patched = {slug: dataclasses.replace(i, investigate=investigate) for slug, i in real.items()}
-    monkeypatch.setattr(lab_module.registry, "discover", lambda package="incidents": patched)
+def test_running_the_quick_profile_from_the_page_shows_the_story(monkeypatch, tmp_path):
     at = app(monkeypatch, tmp_path, page="alpha")
-    at.button(key="run-alpha").click().run()
+    at.button(key="run-alpha").click().run()  # the fixture's real quick profile: a second on the CPU
     assert not at.exception
-    assert calls == [{"profile": "quick"}]
-    assert "We ran 540 images." in texts(at)
+    assert "We ran 48 images." in texts(at)
+    assert (tmp_path / "metrics" / "alpha.json").is_file()
 
 
 def test_incident_page_renders_the_story_blocks_of_the_run(monkeypatch, tmp_path):

@@ -112,3 +112,47 @@ def test_bad_inputs_are_named():
         group_metrics(Y_TRUE, Y_PRED, GROUP[:3])
     with pytest.raises(ValueError, match="needs? true labels|need true labels"):
         group_metrics(None, Y_PRED, GROUP)
+
+
+def test_mean_estimate_is_score_by_group_on_one_group():
+    from autopsy.fairness import estimates_by_group, mean_estimate
+
+    values = np.array([0.2, 0.4, np.nan, 0.9])  # NaN: no measurement, left out
+    est = mean_estimate(values, n_boot=300, seed=4)
+    row = estimates_by_group(score_by_group(values[np.isfinite(values)], np.zeros(3, int), n_boot=300, seed=4))[0]
+    assert est == row and est.value == pytest.approx(0.5) and est.n == 3 and "n=3 < 30" in est.warning
+    empty = mean_estimate([np.nan])
+    assert empty.n == 0 and np.isnan(empty.value) and empty.warning == "no values"
+
+
+def test_mean_difference_hand_computed_with_a_rank_test():
+    from scipy.stats import mannwhitneyu
+
+    from autopsy.fairness import mean_difference
+
+    a, b = np.array([1.0, 2.0, 3.0, 4.0]), np.array([0.0, 0.0, 1.0])
+    est = mean_difference(a, b, label="x: a - b", n_boot=500, seed=1)
+    assert est.value == pytest.approx(2.5 - 1 / 3) and est.n == 7
+    assert est.low <= est.value <= est.high
+    assert est.p_value == pytest.approx(mannwhitneyu(a, b).pvalue)
+    assert est.test == "x: a - b; bootstrap within groups (500 resamples); Mann-Whitney U p"
+    assert est.warning == "a group below n=30"
+    assert mean_difference([1.0, 1.0], [1.0], n_boot=50).p_value is None  # all equal: no ranks to test
+    with pytest.raises(ValueError, match="two non-empty 1-D"):
+        mean_difference([], [1.0])
+
+
+def test_spread_of_means_hand_computed_with_kruskal_wallis():
+    from scipy.stats import kruskal
+
+    from autopsy.fairness import spread_of_means
+
+    scores = np.array([0.9, 1.0, 0.5, 0.7, 0.8, 0.8])
+    groups = np.array(["a", "a", "b", "b", "c", "c"])  # means 0.95, 0.6, 0.8
+    est = spread_of_means(scores, groups, label="group coverage", n_boot=400, seed=2)
+    assert est.value == pytest.approx(0.35) and est.n == 6 and est.low <= est.value <= est.high
+    assert est.p_value == pytest.approx(kruskal([0.9, 1.0], [0.5, 0.7], [0.8, 0.8]).pvalue)
+    assert est.test.startswith("max - min of group coverage; bootstrap within groups (400 resamples)")
+    assert "a (n=2)" in est.warning
+    with pytest.raises(ValueError, match="at least two groups"):
+        spread_of_means([0.1, 0.2], ["a", "a"])

@@ -68,3 +68,18 @@ def test_saliency_overlay_has_colour_bar_and_point():
 def test_image_grid():
     fig = image_grid([np.zeros((8, 8, 3))] * 5, titles=list("abcde"), ncols=3)
     assert len(fig.axes) == 5
+
+
+def test_estimate_errorbars_and_attribution_grid():
+    from autopsy.figures import attribution_grid, estimate_errorbars, new_figure
+
+    ax = new_figure().add_subplot()
+    estimate_errorbars(ax, [0, 1], [Estimate(0.5, 0.4, 0.6, 10, "t"), Estimate(np.nan, np.nan, np.nan, 0, "t")], fmt="o")
+    assert _has_errorbars(ax)
+    maps = {"integrated_gradients": np.random.default_rng(0).random((2, 3, 8, 8)), "grad_cam": np.ones((2, 1, 8, 8))}
+    fig = attribution_grid([np.zeros((8, 8, 3))] * 2, maps, captions=["a", "b"], masks=[np.ones((8, 8))] * 2,
+                           boxes=[(1, 1, 5, 5)] * 2)
+    assert len(fig.axes) == 2 * 4 + 2 * 2  # image, mask, two maps per row; a colour bar per map
+    assert fig.axes[2].get_title() == "integrated gradients |attribution|"
+    with pytest.raises(ValueError, match="one caption and one map per method"):
+        attribution_grid([np.zeros((8, 8, 3))] * 2, maps, captions=["a"])

@@ -42,12 +42,16 @@ def no_network(monkeypatch):
 def test_incident_contract(slug, no_network, tmp_path, monkeypatch):
     incident = INCIDENTS[slug]
     for profile in incident.profiles:
-        for asset in incident.assets(profile)[:50]:
+        for asset in incident.assets(incident.settings(profile))[:50]:
             assert asset.url.startswith("https://") and len(asset.sha256) == 64
             assert asset.licence and asset.citation and asset.source_page
-    # a random-initialised model builds without any file: cache and mirror both empty
+    for name, pin in incident.weights.items():
+        assert pin.files and pin.transforms, f"{slug}: the {name} pin must declare its input transforms"
+    # every model builds with random parameters without any file: cache and mirror both empty
     monkeypatch.setenv("AUTOPSY_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("AUTOPSY_MIRROR", str(tmp_path / "mirror"))
-    assert incident.build_model(weights=None) is not None
+    for name in incident.models:
+        assert incident.build(name, weights=None) is not None
     parsed = story.parse(incident.story)
     assert parsed.meta["slug"] == slug
+    assert {"smoke", "quick"} <= set(incident.profiles)

@@ -48,6 +48,8 @@ def test_network_names_and_weights(vxm_path, entries):
     for name in ("conv0", "relu0", "pool2", "pool11", "conv14", "prelu14", "conv17", "blur18"):
         assert name in names
     assert net.stride == 16
+    assert isinstance(names["blur18"], torch.nn.Identity)  # read, never applied, as in Twitter's binary
+    assert names["pool2"].ceil_mode and names["pool2"].kernel_size == 2
     assert torch.equal(net.layers.conv9.weight, torch.from_numpy(entries["9w"]))
     assert torch.equal(net.layers.prelu16.weight, torch.from_numpy(entries["16alpha"]))
 
@@ -143,3 +145,17 @@ def test_blur_keeps_size_and_mass():
     assert y.shape == x.shape
     assert torch.allclose(y, x, atol=1e-5)  # replicate padding leaves a constant map unchanged
     assert torch.allclose(blur.kernel.sum(), torch.tensor(1.0))
+
+
+def test_binary_defaults_and_ablations(entries):
+    """Pooling rounds up (NNPACK) and the blur is off unless asked for; bad options are refused."""
+    specs = layer_specs(entries)
+    x = torch.randn(1, 3, 50, 37)
+    binary = build_network(specs).eval()
+    assert binary(x).shape == (1, 1, 4, 3) and binary.output_size(50, 37) == (4, 3)
+    floor = build_network(specs, ceil_mode=False).eval()
+    assert floor(x).shape == (1, 1, 3, 2) and floor.output_size(50, 37) == (3, 2)
+    blurred = build_network(specs, blur="replicate")
+    assert isinstance(blurred.layers.blur18, GaussianBlur) and blurred.layers.blur18.padding_mode == "replicate"
+    with pytest.raises(ValueError, match="blur must be one of"):
+        build_network(specs, blur="gaussian")

@@ -1,28 +1,22 @@
-"""Zoom virtual background: the face-coverage measure, the erasure flag, a tiny real run and its report,
-bring-your-own photos, and photos without a detected face (counted, never dropped)."""
+"""Zoom virtual background: the face-coverage measure, the pinned models, a smoke run through the runner and
+its report, the explorer's measurement equal to the run's, bring-your-own photos, and photos without a
+detected face (counted, never dropped)."""
 
 import csv
-import json
 import math
 import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
-from autopsy import story
+from autopsy import runner, story
+from autopsy.data import load_image
+from autopsy.models import mediapipe
 from autopsy.runs import RunPaths
-from incidents.zoom_matting import INCIDENT, data, interventions, measure
-from incidents.zoom_matting.investigate import DEFAULTS, _group_summaries
-
-TINY = {
-    "limit_per_group": 1, "n_bootstrap": 100, "intervention_photos_per_group": 1, "intervention_lowest": 1,
-    "exposure_stops": [-2], "mst_levels": [9], "backgrounds": ["near_skin"], "composite_examples": 1,
-    "attribution_examples": 1, "attribution_steps": 2, "occlusion_window": 128, "featviz_channels": 1,
-    "featviz_steps": 2, "featviz_size": 16, "probe_cv": 2, "randomisation_steps": 2, "faithfulness_steps": 2,
-}
-
+from incidents.zoom_matting import INCIDENT, data, groups, interventions, measure, models
 
 # -- the measure ---------------------------------------------------------------------------------
 
@@ -53,19 +47,18 @@ def test_keypoints_kept_counts_eyes_nose_and_mouth():
     assert measure.keypoints_kept(mask, points) == pytest.approx(2 / 4)
 
 
-def test_head_erased_flag_at_the_threshold():
+def test_head_erased_flag_and_a_missing_face():
     assert measure.ERASED_BELOW == 0.5
-    assert measure.head_erased(0.49)
-    assert not measure.head_erased(0.5)
+    assert measure.head_erased(0.49) and not measure.head_erased(0.5)
     assert not measure.head_erased(float("nan"))  # no face: counted as a miss, not as an erasure
     assert measure.head_erased(0.7, below=0.75)
+    none = measure.measure_face(np.ones((4, 4)), None)
+    assert math.isnan(none.coverage) and not none.erased
 
 
 def test_central_face_is_the_one_nearest_the_centre():
-    from autopsy.models.mediapipe import Detection
-
-    corner = Detection(box=(0, 0, 20, 20), score=0.99, keypoints=())
-    centre = Detection(box=(40, 40, 60, 60), score=0.6, keypoints=())
+    corner = mediapipe.Detection(box=(0, 0, 20, 20), score=0.99, keypoints=())
+    centre = mediapipe.Detection(box=(40, 40, 60, 60), score=0.6, keypoints=())
     assert measure.central_face([corner, centre], 100, 100) is centre
     assert measure.central_face([], 100, 100) is None
 
@@ -77,13 +70,38 @@ def test_background_replacement_never_paints_over_the_head():
     assert not keep[5, 5]
 
 
+# -- the pinned models ----------------------------------------------------------------------------
+
+
+def test_pins_carry_mediapipes_preprocessing_and_the_model_card():
+    pin = models.SelfieSegmentation.GENERAL.value
+    assert pin.asset is mediapipe.ASSETS["selfie_segmentation"]
+    assert (pin.transforms["size_hw"], pin.transforms["keep_aspect_ratio"]) == ((256, 256), False)
+    assert models.FaceDetection.SHORT_RANGE.value.transforms["value_range"] == (-1.0, 1.0)
+    card = models.published(pin)
+    assert card["worst_region"] == {"region": "Western Africa", "iou": 0.9471, "plus_minus": 0.0157}
+    assert card["best_region"]["region"] == "Eastern Asia" and card["mean"]["region"] == "all 17 regions"
+    assert INCIDENT.weights["segmenter"] is pin
+
+
+def test_builders_without_weights_read_no_file(monkeypatch):
+    def refuse(self):
+        raise AssertionError(f"weights=None must not read {self.name}")
+
+    monkeypatch.setattr(type(models.SelfieSegmentation.GENERAL.value), "fetch", refuse)
+    net = INCIDENT.build("segmenter", weights=None)
+    assert net(torch.zeros(1, 3, 256, 256)).shape == (1, 1, 256, 256)
+    assert INCIDENT.build("detector", weights=None).input_size == 128
+    with pytest.raises(ValueError, match="does not match the weights"):
+        models.segmenter(weights=models.SelfieSegmentation.LANDSCAPE, variant="general")
+
+
 def test_batched_detection_equals_the_detector(mirror):
-    from autopsy.data import FAIRFACE_CONTEXT, load_image, load_image_set
-    from autopsy.models.mediapipe import FaceDetector
+    from autopsy.data import FAIRFACE_CONTEXT, load_image_set
 
     paths = load_image_set(FAIRFACE_CONTEXT, limit_per_group=1)["path"][:3]
     images = [load_image(p) for p in paths] + [Image.new("RGB", (300, 200), (128, 128, 128))]
-    detector = FaceDetector()
+    detector = models.face_detector()
     batched = detector.detect_many(images, batch_size=3)
     for got, image in zip(batched, images):
         want = detector.detect(image)
@@ -106,39 +124,45 @@ def test_photos_without_a_face_are_counted_per_group():
         "keypoints_kept": [0.5, 1.0, np.nan, 1.0, 1.0],
     })
     table["erased"] = [measure.head_erased(c) for c in table["coverage"]]
-    groups = _group_summaries(table, "race", {**DEFAULTS, "n_bootstrap": 50})
-    black = groups["Black"]
-    assert black["n_photos"] == 3 and black["n_faces"] == 2 and black["n_no_face"] == 1
-    assert black["no_face"].value == pytest.approx(1 / 3) and black["no_face"].n == 3
-    assert black["erased"].value == pytest.approx(1 / 2) and black["erased"].n == 2  # over detected faces
-    assert black["coverage"].value == pytest.approx(0.6) and black["coverage"].n == 2
-    assert groups["White"]["n_no_face"] == 0
+    by_race = groups.by_group(table, "race", n_boot=50, seed=0)
+    black = by_race["Black"]
+    assert black.n_photos == 3 and black.n_faces == 2 and black.n_no_face == 1
+    assert black.no_face.value == pytest.approx(1 / 3) and black.no_face.n == 3
+    assert black.erased.value == pytest.approx(1 / 2) and black.erased.n == 2  # over detected faces
+    assert black.coverage.value == pytest.approx(0.6) and black.coverage.n == 2
+    assert by_race["White"].n_no_face == 0
+    assert list(by_race) == ["White", "Black"]  # the lab's race order
 
 
-# -- a tiny real run and its report -----------------------------------------------------------------
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match="erased_below must be a share"):
+        INCIDENT.settings("smoke", {"erased_below": 5})
+    with pytest.raises(ValueError, match="unknown background"):
+        INCIDENT.settings("smoke", {"backgrounds": ["beach"]})
+    assert INCIDENT.settings("smoke", {"exposure_stops": [-1, 1]}).exposure_stops == (-1, 1)
+
+
+# -- a smoke run through the runner, and its report ---------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, offline_lab):
+def smoke_run(tmp_path_factory, offline_lab):
     out = tmp_path_factory.mktemp("zoom")
-    record = INCIDENT.investigate(out, dict(TINY))
-    return out, record
+    return out, runner.run(INCIDENT, INCIDENT.settings("smoke"), out_root=out)
 
 
 def _is_estimate(d):
     return isinstance(d, dict) and {"value", "low", "high", "n", "test"} <= set(d)
 
 
-def test_tiny_run_writes_estimates_per_group(tiny_run):
-    out, record = tiny_run
-    paths = RunPaths(out, "zoom_matting")
-    saved = json.loads(paths.metrics.read_text())
-    m = saved["metrics"]
+def test_smoke_run_writes_estimates_per_group(smoke_run):
+    out, record = smoke_run
+    m = record["metrics"]
     assert m["n_photos"] == 14 and m["n_faces"] + m["n_no_face"] == 14
     for attribute, n_groups in (("race", 7), ("gender", 2), ("race_gender", 14)):
-        groups = m["groups"][attribute]
-        assert len(groups) == n_groups
-        for g in groups.values():
+        found = m["groups"][attribute]
+        assert len(found) == n_groups
+        for g in found.values():
             for key in ("coverage", "soft_coverage", "erased", "no_face"):
                 assert _is_estimate(g[key]), (attribute, key)
             assert g["no_face"]["n"] == g["n_photos"]
@@ -149,14 +173,16 @@ def test_tiny_run_writes_estimates_per_group(tiny_run):
     assert m["published"]["worst_region"]["iou"] == pytest.approx(0.9471)
     assert m["interventions"]["exposure"]["minus_2_stops"]["change"]["n"] >= 1
     assert _is_estimate(m["interventions"]["skin_tone"]["mst_9"]["coverage"])
-    for name in ("coverage.png", "interventions.png", "composite.png", "attribution.png", "featviz.png"):
-        assert (paths.outputs / name).is_file(), name
-    assert "photos.csv" in {p.name for p in paths.outputs.iterdir()}
-    assert record["summary"]
+    assert {"randomisation_check", "faithfulness", "probe"} <= set(m["autopsy"])
+    outputs = RunPaths(out, "zoom_matting").outputs
+    for name in ("coverage.png", "interventions.png", "composite.png", "attribution.png", "featviz.png",
+                 "photos.csv", "interventions.csv"):
+        assert (outputs / name).is_file(), name
+    assert record["summary"] and [s["stage"] for s in record["stages"]][0] == "photos"
 
 
-def test_tiny_run_report_renders(tiny_run):
-    out, _ = tiny_run
+def test_smoke_run_report_renders(smoke_run):
+    out, _ = smoke_run
     paths = RunPaths(out, "zoom_matting")
     parsed = story.parse(INCIDENT.story)
     assert parsed.meta["aiid"] is None and "103" in parsed.meta["aiid_note"]
@@ -166,10 +192,21 @@ def test_tiny_run_report_renders(tiny_run):
     assert "{{" not in page
 
 
+def test_the_explorer_measures_what_the_run_measures(smoke_run):
+    """The explorer calls measure.measure_photo; it gives the run's coverage of the same photo."""
+    out, _ = smoke_run
+    photos = pd.read_csv(RunPaths(out, "zoom_matting").outputs / "photos.csv")
+    row = photos[photos["face_detected"]].iloc[0]
+    path = next(p for p in data.load(INCIDENT.settings("smoke"))["path"] if p.endswith(row["file"]))
+    result = measure.measure_photo(load_image(path))
+    assert result.measured.coverage == pytest.approx(row["coverage"], abs=1e-3)
+    assert result.face is not None and result.face in result.faces
+
+
 # -- bring your own ------------------------------------------------------------------------------
 
 
-def _byo(tmp_path, mirror, rows, header=("file", "race", "gender")):
+def _byo(tmp_path, rows, header=("file", "race", "gender")):
     images = tmp_path / "photos"
     images.mkdir()
     labels = tmp_path / "labels.csv"
@@ -180,16 +217,27 @@ def _byo(tmp_path, mirror, rows, header=("file", "race", "gender")):
     return images, labels
 
 
-def test_byo_unknown_columns_is_a_clear_error(tmp_path, mirror):
-    images, labels = _byo(tmp_path, mirror, [["a.jpg", "Black", "Male"]], header=("file", "ethnicity", "sex"))
+def _byo_config(images, labels, **changes):
+    return INCIDENT.settings("smoke", {"images": str(images), "labels": str(labels), "limit_per_group": None,
+                                       **changes})
+
+
+def test_byo_bad_labels_are_clear_errors(tmp_path):
+    images, labels = _byo(tmp_path, [["a.jpg", "Black", "Male"]], header=("file", "ethnicity", "sex"))
     with pytest.raises(ValueError, match=r"lacks the column\(s\) \['race', 'gender'\]"):
-        data.load("custom", images=images, labels=labels)
-
-
-def test_byo_missing_file_is_a_clear_error(tmp_path, mirror):
-    images, labels = _byo(tmp_path, mirror, [["missing.jpg", "Black", "Male"]])
+        data.load(_byo_config(images, labels))
+    labels.write_text("file,race,gender\nmissing.jpg,Black,Male\n")
     with pytest.raises(ValueError, match="missing.jpg: listed in labels.csv but not found"):
-        data.load("custom", images=images, labels=labels)
+        data.load(_byo_config(images, labels))
+
+
+def test_byo_applies_limit_per_group(tmp_path):
+    images, labels = _byo(tmp_path, [[f"{k}.png", "Black", "Female"] for k in range(3)] + [["w.png", "White", "Male"]])
+    for k in range(3):
+        Image.new("RGB", (32, 32), (k, k, k)).save(images / f"{k}.png")
+    Image.new("RGB", (32, 32), (200, 0, 0)).save(images / "w.png")
+    assert data.load(_byo_config(images, labels))["file"] == ["0.png", "1.png", "2.png", "w.png"]
+    assert data.load(_byo_config(images, labels, limit_per_group=2))["file"] == ["0.png", "1.png", "w.png"]
 
 
 def test_byo_unseen_tight_crops_and_a_faceless_photo(tmp_path, mirror):
@@ -198,15 +246,14 @@ def test_byo_unseen_tight_crops_and_a_faceless_photo(tmp_path, mirror):
     with open(crops / "labels.csv") as f:
         rows = list(csv.DictReader(f))
     chosen = [next(r for r in rows if r["race"] == race) for race in ("Black", "White", "East Asian")]
-    images, labels = _byo(tmp_path, mirror, [[r["file"], r["race"], r["gender"]] for r in chosen]
+    images, labels = _byo(tmp_path, [[r["file"], r["race"], r["gender"]] for r in chosen]
                           + [["wall.png", "White", "Male"]])
     for r in chosen:
         shutil.copy(crops / r["file"], images / r["file"])
     Image.new("RGB", (224, 224), (180, 170, 160)).save(images / "wall.png")
-    params = {**TINY, "limit_per_group": None, "images": str(images), "labels": str(labels), "profile": "custom",
-              "intervention_lowest": 0}
-    record = INCIDENT.investigate(tmp_path / "out", params)
+    record = runner.run(INCIDENT, _byo_config(images, labels, intervention_lowest=0), out_root=tmp_path / "out")
     m = record["metrics"]
+    assert record["profile"] == "custom" and "images" not in record["params"]
     assert m["n_photos"] == 4 and m["n_no_face"] >= 1
     white = m["groups"]["race"]["White"]
     assert white["n_photos"] == 2 and white["n_no_face"] >= 1  # the wall is counted, not dropped
@@ -216,3 +263,16 @@ def test_byo_unseen_tight_crops_and_a_faceless_photo(tmp_path, mirror):
     assert record["provenance"] and all(p["name"].startswith("mediapipe") for p in record["provenance"])
     resolved = story.resolve(story.parse(INCIDENT.story), record, tmp_path / "out" / "outputs" / "zoom_matting")
     assert resolved.blocks
+
+
+def test_a_run_where_no_photo_has_a_face_reports_the_misses(tmp_path):
+    """Issue 16 item 5: no face anywhere is a measurement (every photo a detector miss), not a crash."""
+    images, labels = _byo(tmp_path, [["grey.png", "Black", "Male"], ["wall.png", "White", "Female"]])
+    Image.new("RGB", (200, 200), (128, 128, 128)).save(images / "grey.png")
+    Image.new("RGB", (200, 200), (180, 170, 160)).save(images / "wall.png")
+    record = runner.run(INCIDENT, _byo_config(images, labels), out_root=tmp_path / "out")
+    m = record["metrics"]
+    assert m["n_photos"] == 2 and m["n_no_face"] == 2 and m["n_faces"] == 0
+    assert m["overall"]["no_face"]["value"] == 1.0 and m["overall"]["coverage"]["n"] == 0
+    assert m["autopsy"]["attribution"]["skipped"] and m["interventions_design"]["n_photos"] == 0
+    assert m["disparity"]["coverage_contrast"]["test"] == "not estimable"

@@ -1,20 +1,15 @@
-"""Interactive explorers, one module per incident slug; each module defines ``show(lab, incident)``.
+"""Interactive explorers, one module per incident; each module defines ``show(lab, incident)``.
 
-An incident may name its own explorer module (``Incident.explorer``); otherwise this table is used.
+An incident names its explorer module in its contract (``Incident.explorer``).
 """
 
 from __future__ import annotations
 
 import importlib
 
-EXPLORERS = {
-    "twitter_crop": "app.explorers.twitter_crop",
-    "zoom_matting": "app.explorers.zoom_matting",
-}
-
 
 def module_name(incident) -> str | None:
-    return incident.explorer or EXPLORERS.get(incident.slug)
+    return incident.explorer
 
 
 def load(incident):

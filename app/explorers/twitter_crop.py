@@ -30,30 +30,34 @@ def _model_module():
 @st.cache_resource(show_spinner="Loading Twitter's saliency model (fastgaze.vxm)…")
 def saliency_model():
     """The fastgaze network, built once per process."""
-    return _model_module().build_model(weights="fastgaze")
+    return _model_module().build_model()
 
 
 @dataclass(frozen=True)
 class Analysis:
-    saliency: np.ndarray  # H x W at the image's resolution
-    point: tuple[int, int]  # (x, y), the most salient pixel
+    saliency: np.ndarray  # H x W at the image's resolution, for the overlay
+    point: tuple[int, int]  # (x, y): the binary's salient point
+    cell: tuple[int, int]  # (row, col) of that point in the score grid
+    resized: tuple[int, int]  # (W', H'): what the network saw
 
 
-@st.cache_data(max_entries=64, ttl=900, show_spinner="Computing the saliency map…")
-def analyse(key: str, _image: Image.Image, centre_prior: bool = False) -> Analysis:
-    """Saliency map and most salient point; cached by ``key`` (image digest plus edits)."""
-    m = _model_module()
-    saliency = np.asarray(m.saliency_map(_image, model=saliency_model(), centre_prior=centre_prior), dtype=np.float32)
-    x, y = m.salient_point(saliency)
-    return Analysis(saliency, (int(round(x)), int(round(y))))
+def _analysis(grid) -> Analysis:
+    return Analysis(grid.heatmap(), grid.point, grid.cell, grid.resized)
 
 
-def join_pair(left: Image.Image, right: Image.Image) -> tuple[Image.Image, tuple[int, int, int, int]]:
-    """The published protocol's canvas (``protocol.join``: left | right, top-aligned on black, as tall
-    as the taller); returns the canvas and the left photo's box (left, top, right, bottom)."""
-    from incidents.twitter_crop.protocol import join
+@st.cache_data(max_entries=64, ttl=900, show_spinner="Running Twitter's pipeline…")
+def analyse(key: str, _image: Image.Image) -> Analysis:
+    """The binary's score grid and salient point (``model.saliency_map``); cached by ``key`` (digest plus edits)."""
+    return _analysis(_model_module().saliency_map(_image, model=saliency_model()))
 
-    return join(left, right), (0, 0, left.width, left.height)
+
+@st.cache_data(max_entries=64, ttl=900, show_spinner="Running Twitter's pipeline on the canvas…")
+def analyse_pair(key: str, _left: Image.Image, _right: Image.Image) -> tuple[Analysis, bool]:
+    """The canvas exactly as the run scores it (``canvases.pair``); returns the analysis and whether left wins."""
+    from incidents.twitter_crop import canvases
+
+    grid, outcome = canvases.pair(saliency_model(), _left, _right)
+    return _analysis(grid), outcome.left_wins_max
 
 
 @st.cache_data(max_entries=64, ttl=900, show_spinner=False)
@@ -63,22 +67,18 @@ def overlay_png(key: str, _image: Image.Image, _analysis: Analysis, title: str =
 
 
 @st.cache_data(max_entries=32, ttl=900, show_spinner="Attributing the winning point…")
-def attribution(key: str, _image: Image.Image, point: tuple[int, int], method: str) -> np.ndarray:
-    """|attribution| of the model's output at ``point`` to each input pixel, at the image's resolution."""
-    import torch
-
+def attribution(key: str, _image: Image.Image, cell: tuple[int, int], method: str) -> np.ndarray:
+    """|attribution| of the score of grid ``cell`` to each input pixel, at the image's resolution."""
     from autopsy.saliency import attribute
 
-    m, model = _model_module(), saliency_model()
-    x = m.preprocess(_image, side=m.WORKING_SIDE)  # what saliency_map feeds the network
-    with torch.no_grad():
-        out_shape = model(x).shape[-2:]
-    oy = min(int(point[1] * out_shape[0] / _image.height), out_shape[0] - 1)
-    ox = min(int(point[0] * out_shape[1] / _image.width), out_shape[1] - 1)
+    from incidents.twitter_crop.autopsy_steps import CanvasSaliency
+    from incidents.twitter_crop.canvases import to_tensor
+
+    row, col = cell
     kwargs = {"n_steps": 16, "internal_batch_size": 4} if method == "integrated_gradients" else {}
-    maps = attribute(model, x, target=lambda out: out[:, 0, oy, ox], method=method, **kwargs)
-    heat = np.abs(maps[0]).sum(0)
-    return imaging.resize_map(heat, _image.size)
+    maps = attribute(CanvasSaliency(saliency_model()), to_tensor(_image), target=lambda out: out[:, 0, row, col],
+                     method=method, **kwargs)  # through the binary's resize: the map is on the photo's own pixels
+    return np.abs(maps[0]).sum(0)
 
 
 @st.cache_data(max_entries=32, ttl=900, show_spinner="Editing skin tone…")
@@ -159,16 +159,15 @@ def single_view(image: Image.Image, key: str, photo: uploads.Photo) -> None:
         alt = f"{OVERLAY_ALT} of {photo.name}: the most salient point is at x={result.point[0]}, y={result.point[1]}"
         st.image(overlay_png(key, image, result, "Saliency and most salient point"), alt=alt,
                  caption=f"{OVERLAY_ALT}: brighter = more salient (cividis); the + marks the most salient point.")
-        m = _model_module()
-        working = m.working_size(*image.size)
+        working = result.resized
         scaled = (f" (scaled down from {photo.original_size[0]}×{photo.original_size[1]})"
                   if photo.original_size != photo.image.size else "")
-        st.caption(f"Photo {image.width}×{image.height}{scaled}; the model sees it at {working[0]}×{working[1]}, "
-                   "its working resolution.")
+        st.caption(f"Photo {image.width}×{image.height}{scaled}; Twitter's binary fits every image into 320×320, "
+                   f"so the network sees it at {working[0]}×{working[1]} and scores one point per 16×16 pixels.")
     with right:
         st.markdown("**The crops Twitter would show** (centred on the most salient point)")
         crops_view(image, result.point)
-    attribution_view(image, key, result.point, "the most salient point")
+    attribution_view(image, key, result, "the most salient point")
 
 
 def crops_view(image: Image.Image, point: tuple[int, int]) -> None:
@@ -187,11 +186,12 @@ def pair_view(image_a: Image.Image, key_a: str, image_b: Image.Image, key_b: str
     orders = [("A | B", image_a, image_b, key_a, key_b, ("A", "B")), ("B | A", image_b, image_a, key_b, key_a, ("B", "A"))]
     winners = []
     columns = st.columns(2)
+    from incidents.twitter_crop.canvases import join
+
     for column, (label, left, right, kl, kr, names) in zip(columns, orders):
-        canvas, left_box = join_pair(left, right)
-        key = f"pair-{kl}-{kr}"
-        result = analyse(key, canvas)
-        winner = names[0] if result.point[0] < left_box[2] else names[1]
+        canvas, key = join(left, right), f"pair-{kl}-{kr}"
+        result, left_wins = analyse_pair(key, left, right)
+        winner = names[0] if left_wins else names[1]
         winners.append((winner, canvas, key, result))
         with column:
             st.image(overlay_png(key, canvas, result, f"{label}: photo {winner} wins"),
@@ -204,10 +204,10 @@ def pair_view(image_a: Image.Image, key_a: str, image_b: Image.Image, key_b: str
         st.info("Each order picks a different photo: here **position**, not the face, decides.",
                 icon=":material/swap_horiz:")
     winner, canvas, key, result = winners[0]
-    attribution_view(canvas, key, result.point, f"the winning point (photo {winner}, order A | B)")
+    attribution_view(canvas, key, result, f"the winning point (photo {winner}, order A | B)")
 
 
-def attribution_view(image: Image.Image, key: str, point: tuple[int, int], what: str) -> None:
+def attribution_view(image: Image.Image, key: str, result: Analysis, what: str) -> None:
     with st.expander(f"Attribution: which pixels drive {what}?", expanded=False):
         st.caption("Input attribution of the model's output at that point (Captum). Attribution maps are "
                    "evidence only where they pass the sanity checks on the About page.")
@@ -215,8 +215,8 @@ def attribution_view(image: Image.Image, key: str, point: tuple[int, int], what:
         if not st.toggle("Compute the attribution", key="tw-attr-on"):
             return
         method = ATTRIBUTION_METHODS[label]
-        heat = attribution(key, image, point, method)
-        png = imaging.overlay_png(image, heat, point=point, title=f"{label.split(' (')[0]} attribution",
+        heat = attribution(key, image, result.cell, method)
+        png = imaging.overlay_png(image, heat, point=result.point, title=f"{label.split(' (')[0]} attribution",
                                   colorbar_label="|attribution|, summed over colour channels", cmap="viridis")
         st.image(png, alt=f"Attribution map ({method}) for {what}",
                  caption=f"Attribution map ({label.split(' (')[0]}; viridis): brighter pixels change the output at "

@@ -2,7 +2,9 @@
 
 The person mask (MediaPipe Selfie Segmentation, converted to torch) over the photo, how much of each
 detected face (BlazeFace) stays in the foreground, the photo composited onto a choice of virtual
-backgrounds, and exposure and skin-tone sliders that edit the photo before segmentation.
+backgrounds, and exposure and skin-tone sliders that edit the photo before segmentation. The face
+coverage shown is the run's own measurement (``incidents.zoom_matting.measure.measure_photo``: the
+same models, the central face, the same thresholds), so the page and the report show one quantity.
 """
 
 from __future__ import annotations
@@ -22,31 +24,30 @@ BACKGROUNDS = {  # generated, no photos: (top colour, bottom colour)
     "Bright window (sky gradient)": ((250, 250, 245), (86, 180, 233)),
     "Warm sunset gradient": ((240, 228, 66), (213, 94, 0)),
 }
-VARIANTS = {"General (256×256)": "general", "Landscape (144×256)": "landscape"}
+VARIANTS = {"General (256×256)": "general", "Landscape (144×256)": "landscape"}  # SelfieSegmentation pins
 
 
 @st.cache_resource(show_spinner="Loading MediaPipe Selfie Segmentation…")
 def segmenter(variant: str):
-    from autopsy.models.mediapipe import SelfieSegmenter
+    from incidents.zoom_matting import models
 
-    return SelfieSegmenter(variant).eval()
+    return models.segmenter(weights=models.SelfieSegmentation[variant.upper()])
 
 
 @st.cache_resource(show_spinner="Loading BlazeFace…")
 def face_detector():
-    from autopsy.models.mediapipe import FaceDetector
+    from incidents.zoom_matting import models
 
-    return FaceDetector("full_range").eval()
-
-
-@st.cache_data(max_entries=64, ttl=900, show_spinner="Segmenting…")
-def segment(key: str, _image: Image.Image, variant: str) -> np.ndarray:
-    return np.asarray(segmenter(variant).segment(_image), dtype=np.float32)
+    return models.face_detector()  # the run's pin: short range
 
 
-@st.cache_data(max_entries=64, ttl=900, show_spinner="Finding faces…")
-def faces(key: str, _image: Image.Image) -> list[tuple[float, float, float, float]]:
-    return [d.box for d in face_detector().detect(_image)]
+@st.cache_data(max_entries=64, ttl=900, show_spinner="Segmenting and finding the face…")
+def measured(key: str, _image: Image.Image, variant: str):
+    """The run's own measurement of the photo (``measure.measure_photo``): mask, faces, the central
+    face's coverage at the run's thresholds."""
+    from incidents.zoom_matting import measure
+
+    return measure.measure_photo(_image, segmenter=segmenter(variant), detector=face_detector())
 
 
 @st.cache_data(max_entries=32, ttl=900, show_spinner="Editing the photo…")
@@ -63,14 +64,6 @@ def edited(key: str, _image: Image.Image, stops: float, level) -> tuple[Image.Im
         notes.append(f"skin tone to Monk level {level} (median ITA {record.measured['ita_before']:.0f}° → "
                      f"{record.measured['ita_after']:.0f}°)" + (f"; {record.warning}" if record.warning else ""))
     return image, notes
-
-
-def face_coverage(mask: np.ndarray, box) -> float:
-    """Fraction of the face box's pixels the mask keeps as person (probability >= 0.5)."""
-    h, w = mask.shape
-    x0, y0, x1, y1 = (int(round(v)) for v in box)
-    region = mask[max(y0, 0):min(y1, h), max(x0, 0):min(x1, w)]
-    return float((region >= 0.5).mean()) if region.size else float("nan")
 
 
 def background(name: str, size: tuple[int, int]) -> np.ndarray:
@@ -101,14 +94,14 @@ def show(lab, incident) -> None:
         except Exception as err:
             st.warning(f"The edit could not be applied to this photo: {err}. Showing the original.")
     try:
-        mask = segment(f"{key}-{variant}", image, variant)
-        boxes = faces(key, image)
+        result = measured(f"{key}-{variant}", image, variant)
     except Exception as err:
         st.error(f"The MediaPipe models are not available: {err}", icon=":material/error:")
         return
     choice = st.selectbox("Virtual background", list(BACKGROUNDS), key="zm-background")
     from autopsy.counterfactual import replace_background
 
+    mask, boxes = result.mask, [d.box for d in result.faces]
     composite, _ = replace_background(image, mask, background(choice, image.size))
     left, right = st.columns(2)
     with left:
@@ -123,9 +116,17 @@ def show(lab, incident) -> None:
     with right:
         st.image(composite, alt=f"The photo on the virtual background '{choice}'",
                  caption=f"What the call shows: the photo on '{choice}'.")
-    if not boxes:
-        st.info("BlazeFace found no face in this photo, so face coverage cannot be measured.")
-    for i, box in enumerate(boxes, 1):
-        st.metric(f"Face {i}: share of its box kept as person", f"{face_coverage(mask, box):.0%}",
-                  help="Pixels of the face's detection box with person probability ≥ 0.5. Low values are the "
-                       "incident's harm: the face disappears into the virtual background.")
+    if result.face is None:
+        st.info("BlazeFace found no face in this photo, so face coverage cannot be measured; the run counts such "
+                "photos as detector misses, per group.")
+        return
+    from incidents.zoom_matting.measure import ERASED_BELOW, MASK_THRESHOLD
+
+    m = result.measured
+    st.metric("Face coverage: share of the central face's box kept as person", f"{m.coverage:.0%}",
+              help=f"The run's measure: pixels of the box of the face nearest the photo's centre with person "
+                   f"probability ≥ {MASK_THRESHOLD:g}. Low values are the incident's harm: the face disappears into "
+                   "the virtual background.")
+    st.caption(f"Soft coverage (mean probability) {m.soft_coverage:.0%}; eyes, nose and mouth kept "
+               f"{m.keypoints_kept:.0%}; {'head erased' if m.erased else 'head kept'} by the run's rule "
+               f"(coverage below {ERASED_BELOW:.0%}). {len(boxes)} face(s) found; the run measures the central one.")

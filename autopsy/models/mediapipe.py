@@ -25,6 +25,14 @@ Building with ``weights=None`` needs no file at all: the architecture comes from
 in ``autopsy/models/specs/<model>.json`` (checked against the real file by the tests) and the
 parameters are random.
 
+**Engines.** With the pinned weights, passes that need no gradient (segmenting, detecting) run the
+``.tflite`` file itself in LiteRT, the reference runtime, 5-10x faster on a CPU than the torch
+graph (``benchmarks/mediapipe_throughput.py``); attribution, hooks and changed weights run the
+torch port. The two agree to the parity tolerance (``tests/test_engines_parity.py``), so the lab
+keeps one measured truth whichever computes it. ``engine="torch"`` (or
+``$AUTOPSY_TFLITE_ENGINE=torch``) runs everything in torch; see
+:meth:`autopsy.models.tflite.TFLiteModule.use_engine`.
+
 References: Bazarevsky et al. 2019, "BlazeFace: Sub-millisecond Neural Face Detection on Mobile
 GPUs", arXiv:1907.05047. Kartynnik et al. 2019, "Real-time Facial Surface Geometry from Monocular
 Video on Mobile GPUs" (Face Mesh), arXiv:1907.06724. Google 2021, "MediaPipe Selfie Segmentation"
@@ -96,19 +104,20 @@ ASSETS: dict[str, Asset] = {
 }
 
 
-def build_model(stem: str, *, weights=True) -> TFLiteModule:
+def build_model(stem: str, *, weights=True, engine: str = "auto", outputs=()) -> TFLiteModule:
     """The converted model ``stem`` (a key of :data:`ASSETS`).
 
     ``weights=True`` fetches the pinned file (cache, ``$AUTOPSY_MIRROR``, then network) and loads
     it; ``weights=None`` builds the same architecture with random parameters and reads no file
-    except the recorded spec that ships with the package.
+    except the recorded spec that ships with the package. ``engine`` and ``outputs``: what runs
+    the no-gradient passes (see the module docstring and ``TFLiteModule.use_engine``).
     """
     if stem not in ASSETS:
         raise KeyError(f"unknown MediaPipe model {stem!r}; choose one of {sorted(ASSETS)}")
     if weights is None or weights is False:
         return TFLiteModule(load_spec(SPECS / f"{stem}.json"), name=stem)
     if weights is True:
-        return load_tflite(fetch(ASSETS[stem]), name=stem)
+        return load_tflite(fetch(ASSETS[stem]), name=stem).use_engine(engine, outputs=outputs)
     raise ValueError(f"weights must be True (pinned file) or None (random init), got {weights!r}")
 
 
@@ -165,13 +174,13 @@ class SelfieSegmenter(nn.Module):
 
     VARIANTS = {"general": ("selfie_segmentation", (256, 256)), "landscape": ("selfie_segmentation_landscape", (144, 256))}
 
-    def __init__(self, variant: str = "general", weights=True):
+    def __init__(self, variant: str = "general", weights=True, *, engine: str = "auto"):
         super().__init__()
         if variant not in self.VARIANTS:
             raise ValueError(f"variant must be one of {sorted(self.VARIANTS)}, got {variant!r}")
         self.variant = variant
         stem, self.input_size = self.VARIANTS[variant]
-        self.model = build_model(stem, weights=weights)
+        self.model = build_model(stem, weights=weights, engine="torch")
         names = list(self.model.ops)
         first_upsample = next(i for i, m in enumerate(self.model.ops.values()) if m.tflite_op == "RESIZE_BILINEAR")
         #: The tensor entering the decoder's first upsampling (the encoder's output).
@@ -179,6 +188,18 @@ class SelfieSegmenter(nn.Module):
         #: Convolutions before the bottleneck (encoder) and after it (decoder), in order.
         self.encoder_layers = [n for n in names[:first_upsample] if isinstance(self.model.ops[n], nn.Conv2d)]
         self.decoder_layers = [n for n in names[first_upsample:] if isinstance(self.model.ops[n], (nn.Conv2d, nn.ConvTranspose2d))]
+        if weights is True:  # LiteRT also keeps the bottleneck (probes) and the pre-sigmoid logits, if named
+            self.use_engine(engine)
+
+    def use_engine(self, engine: str = "auto", source=None) -> "SelfieSegmenter":
+        """What runs no-gradient passes: ``"litert"``, ``"torch"`` or ``"auto"`` (see the module docstring).
+
+        ``source`` is the ``.tflite`` file (default: the pinned one this model was loaded from), for
+        a segmenter whose weights were loaded afterwards (``model.load_state_dict``).
+        """
+        extra = [n for n in (self.bottleneck, "segment") if n in self.model.tensor_names]
+        self.model.use_engine(engine, source, outputs=extra)
+        return self
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """Stretch the whole image to the model's input (``keep_aspect_ratio: false``), values in [0, 1]."""
@@ -309,7 +330,7 @@ class FaceDetector(nn.Module):
     IOU_THRESHOLD = 0.3
     SCORE_CLIP = 100.0
 
-    def __init__(self, variant: str = "short_range", weights=True):
+    def __init__(self, variant: str = "short_range", weights=True, *, engine: str = "auto"):
         super().__init__()
         if variant not in self.VARIANTS:
             raise ValueError(f"variant must be one of {sorted(self.VARIANTS)}, got {variant!r}")
@@ -317,7 +338,7 @@ class FaceDetector(nn.Module):
         options = self.VARIANTS[variant]
         self.input_size = options["size"]
         self.min_score = options["min_score"]
-        self.model = build_model(options["stem"], weights=weights)
+        self.model = build_model(options["stem"], weights=weights, engine=engine)
         anchors = ssd_anchors(
             input_size=(self.input_size, self.input_size), strides=options["strides"],
             num_layers=len(options["strides"]),
@@ -332,6 +353,11 @@ class FaceDetector(nn.Module):
 
     def forward(self, x: torch.Tensor):
         return self.model(x)
+
+    def use_engine(self, engine: str = "auto", source=None) -> "FaceDetector":
+        """What runs no-gradient passes: ``"litert"``, ``"torch"`` or ``"auto"`` (see the module docstring)."""
+        self.model.use_engine(engine, source)
+        return self
 
     def decode(self, regressors: torch.Tensor, logits: torch.Tensor):
         """Boxes ``[N, A, 4]`` (x0, y0, x1, y1), keypoints ``[N, A, 6, 2]`` (normalised tensor
@@ -398,9 +424,9 @@ class FaceMesh(nn.Module):
 
     SIZE = 192
 
-    def __init__(self, weights=True):
+    def __init__(self, weights=True, *, engine: str = "auto"):
         super().__init__()
-        self.model = build_model("face_landmark", weights=weights)
+        self.model = build_model("face_landmark", weights=weights, engine=engine)
 
     def forward(self, x: torch.Tensor):
         landmarks, flag = self.model(x)

@@ -34,18 +34,24 @@ iType  meaning          keys
 3      Gaussian blur    ``iKernelSize``, ``iStd`` (int32, in output pixels)
 =====  ===============  ===========================================================
 
-What the file does not say, and what this module therefore assumes (each is checked by
-measurement in ``benchmarks/twitter_preprocessing.py``): convolutions use "same" zero
-padding and PyTorch's cross-correlation orientation; activation 4 is a parametric ReLU
-(``max(0, x) + alpha * min(0, x)``; the stored slopes 0.27-0.39 are typical PReLU values);
-the blur is a normalised separable Gaussian whose padding mode is a constructor option.
-The input preprocessing is not stored at all (see ``incidents/twitter_crop/model.py``).
+What the file does not say, and how Twitter's own program (``candidate_crops``, released as a
+macOS binary beside the model) runs it, read from that binary's disassembly (see
+``docs/twitter_model.md``): the layers are built on NNPACK; convolutions are
+``nnp_convolution_inference`` with "same" zero padding (kernel // 2 on every side), the stored
+(out, in, kh, kw) layout and cross-correlation orientation (as PyTorch's ``conv2d``); activation 1
+is a ReLU and activation 4 a leaky ReLU whose single slope is ``ialpha`` (a one-parameter PReLU);
+max pooling is ``nnp_max_pooling_output`` with a 2x2 window and stride 2 whatever ``iPool`` says,
+and NNPACK rounds the output size **up** (``ceil_mode``) for odd sizes; the Gaussian blur's
+``KernelSize`` and ``Std`` are read into the model object and **never applied**: the binary
+takes its argmax over the raw output of the last convolution. :class:`VxmNetwork` follows the
+binary by default (``ceil_mode=True``, ``blur=None``); ``blur="replicate"`` etc. applies the blur
+as an ablation. The input preprocessing is not stored at all (see ``incidents/twitter_crop/model.py``).
 
 Usage::
 
     entries = read_vxm(path)             # {key: int | str | np.ndarray}, in file order
     specs = layer_specs(entries)         # [LayerSpec, ...], the architecture
-    net = build_network(specs)           # random init, no file needed
+    net = build_network(specs)           # random init, no file needed (the binary's reading)
     load_weights(net, entries)           # copy the file's arrays in
 """
 
@@ -327,14 +333,25 @@ class GaussianBlur(nn.Module):
         return f"kernel_size={self.kernel_size}, std={self.std}, padding_mode={self.padding_mode!r}"
 
 
+BLUR_MODES = (None, "reflect", "replicate", "zeros")
+
+
 class VxmNetwork(nn.Module):
     """The network of a ``.vxm`` file: ``self.layers`` holds ``conv0``, ``relu0``, ``pool2``,
     ``prelu14``, ``blur18`` ... named by the file's layer index.
+
+    ``blur=None`` (the binary's behaviour) keeps the blur's place as ``nn.Identity``; a padding
+    mode (``"replicate"``, ``"reflect"``, ``"zeros"``) applies the file's Gaussian blur instead.
+    ``ceil_mode=True`` (NNPACK's, hence the binary's) rounds pooled sizes up, so the output
+    grid is ``ceil(h / stride) x ceil(w / stride)``; ``False`` rounds down as PyTorch does.
     """
 
-    def __init__(self, specs: list[LayerSpec], *, blur_padding: str = "replicate"):
+    def __init__(self, specs: list[LayerSpec], *, blur: str | None = None, ceil_mode: bool = True):
         super().__init__()
+        if blur not in BLUR_MODES:
+            raise ValueError(f"blur must be one of {BLUR_MODES} (None: not applied, as Twitter's binary), got {blur!r}")
         self.specs = list(specs)
+        self.blur, self.ceil_mode = blur, ceil_mode
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         for i, s in enumerate(self.specs):
             if s.type == CONV:
@@ -344,23 +361,35 @@ class VxmNetwork(nn.Module):
                     nn.ReLU() if s.activation == RELU else nn.PReLU(num_parameters=1)
                 )
             elif s.type == POOL:
-                layers[f"pool{i}"] = nn.MaxPool2d(s.pool, s.pool)
+                layers[f"pool{i}"] = nn.MaxPool2d(2, 2, ceil_mode=ceil_mode)
             else:
-                layers[f"blur{i}"] = GaussianBlur(s.blur_kernel, s.blur_std, blur_padding)
+                layers[f"blur{i}"] = nn.Identity() if blur is None else GaussianBlur(s.blur_kernel, s.blur_std, blur)
         self.layers = nn.Sequential(layers)
 
     @property
     def stride(self) -> int:
-        """Total downsampling factor (product of pooling windows)."""
-        return math.prod(s.pool for s in self.specs if s.type == POOL)
+        """Total downsampling factor (2 per pooling layer, as NNPACK pools)."""
+        return 2 ** sum(s.type == POOL for s in self.specs)
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """(rows, cols) of the output grid for an input of ``height`` x ``width``."""
+        if self.ceil_mode:
+            return -(-height // self.stride), -(-width // self.stride)
+        return height // self.stride, width // self.stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4 and x.device.type == "cpu":
+            # oneDNN's convolutions run 2-2.5x faster on channels-last tensors than on NCHW ones on
+            # a CPU, on par with ONNX Runtime (benchmarks/twitter_throughput.py); values are unchanged
+            # up to float rounding, and the output (one channel) has the same layout either way.
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.layers(x)
 
 
-def build_network(specs: list[LayerSpec], *, blur_padding: str = "replicate") -> VxmNetwork:
-    """A randomly initialised :class:`VxmNetwork` for ``specs`` (no file access)."""
-    return VxmNetwork(specs, blur_padding=blur_padding)
+def build_network(specs: list[LayerSpec], *, blur: str | None = None, ceil_mode: bool = True) -> VxmNetwork:
+    """A randomly initialised :class:`VxmNetwork` for ``specs`` (no file access); convolution
+    weights are stored channels-last, the layout the forward pass runs in."""
+    return VxmNetwork(specs, blur=blur, ceil_mode=ceil_mode).to(memory_format=torch.channels_last)
 
 
 def load_weights(network: VxmNetwork, entries, *, source="<entries>") -> VxmNetwork:
@@ -385,8 +414,8 @@ def load_weights(network: VxmNetwork, entries, *, source="<entries>") -> VxmNetw
     return network
 
 
-def load_vxm(path: str | os.PathLike, *, blur_padding: str = "replicate") -> VxmNetwork:
+def load_vxm(path: str | os.PathLike, *, blur: str | None = None, ceil_mode: bool = True) -> VxmNetwork:
     """Read ``path`` and return the network with its weights, in eval mode."""
     entries = read_vxm(path)
-    net = build_network(layer_specs(entries), blur_padding=blur_padding)
+    net = build_network(layer_specs(entries), blur=blur, ceil_mode=ceil_mode)
     return load_weights(net, entries, source=path).eval()

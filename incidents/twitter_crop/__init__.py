@@ -7,48 +7,22 @@ reruns the published paired-crop protocol and a corrected one, and investigates 
 The first call for a researcher::
 
     from incidents.twitter_crop import saliency_map
-    heat = saliency_map(PIL.Image.open("photo.jpg"))  # H x W, the image's own resolution
-
-Heavy modules (torch) load on first use, so listing incidents stays fast.
+    result = saliency_map(PIL.Image.open("photo.jpg"))  # Twitter's score grid and salient point
 """
 
 from pathlib import Path
 
-from autopsy.registry import Incident
+from autopsy.contract import Incident, Stage
+from incidents.twitter_crop import data, model, stages
+from incidents.twitter_crop.config import PROFILES, TwitterConfig
+from incidents.twitter_crop.model import saliency_map, salient_point  # noqa: F401 - the public entry points
 
 SLUG = "twitter_crop"
 
 
-def assets(profile: str = "quick"):
-    from incidents.twitter_crop import data
-    from incidents.twitter_crop.model import FASTGAZE
-
-    return [FASTGAZE, *data.assets(profile)]
-
-
-def build_model(weights="fastgaze"):
-    from incidents.twitter_crop.model import build_model as build
-
-    return build(weights)
-
-
-def load_data(profile: str = "quick", **options):
-    from incidents.twitter_crop import data
-
-    return data.load(profile, **options)
-
-
-def investigate(out_dir, params, progress=None):
-    from incidents.twitter_crop.investigate import investigate as run
-
-    return run(out_dir, params, progress=progress)
-
-
-def saliency_map(image, **options):
-    """The 2-D saliency map of a PIL image at the image's own resolution (see ``model.saliency_map``)."""
-    from incidents.twitter_crop.model import saliency_map as compute
-
-    return compute(image, **options)
+def build_fastgaze(*, weights=model.FASTGAZE_WEIGHTS):
+    """FastGaze in torch: the pinned Twitter weights, or ``weights=None`` for random parameters (no file read)."""
+    return model.build_model(weights=weights)
 
 
 INCIDENT = Incident(
@@ -56,11 +30,24 @@ INCIDENT = Incident(
     title="Twitter image cropping",
     date="2020-09-19",
     harm="Automatic photo crops favoured white and female faces over Black and male ones.",
-    assets=assets,
-    build_model=build_model,
-    load_data=load_data,
-    investigate=investigate,
     story=Path(__file__).parent / "story.md",
+    config=TwitterConfig,
+    profiles=PROFILES,
+    stages=(
+        Stage("photos", stages.photos, share=0.05, save=False),
+        Stage("trials", stages.trials, share=0.35),
+        Stage("fidelity", stages.fidelity, share=0.08),
+        Stage("padding", stages.padding, share=0.1),
+        Stage("pairs", stages.pairs, share=0.03),
+        Stage("argmax", stages.argmax, share=0.02),
+        Stage("skin_tone", stages.skin_tone, share=0.07),
+        Stage("autopsy", stages.autopsy, share=0.28),
+        Stage("findings", stages.findings, share=0.02),
+    ),
+    metrics=stages.TwitterMetrics,
+    assets=data.assets,
+    models={"fastgaze": build_fastgaze},
+    weights={"fastgaze": model.FASTGAZE_WEIGHTS},
     aiid=103,
     explorer="app.explorers.twitter_crop",
 )

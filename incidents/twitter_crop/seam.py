@@ -10,8 +10,13 @@ which is what makes thousands of paired trials feasible on two CPU cores.
 
 Works for a ``nn.Sequential`` trunk of 2-D convolutions (stride 1, odd kernels, "same"
 padding), element-wise activations and non-overlapping max pooling, followed by any head
-applied to the whole canvas map (FastGaze's Gaussian blur). Canvases whose seam does not
-align with the pooling grid, or images of different heights, fall back to the full pass.
+applied to the whole canvas map. Canvases whose seam does not align with the pooling grid, or
+images of different heights, fall back to the full pass.
+
+When the canvas is resized as a whole before the network (as Twitter's binary does), the input
+itself differs from the two photos' own resized inputs in a few columns around the seam:
+``input_band=b`` makes the band start there, and :meth:`SeamCanvas.trunk_canvas` takes the exact
+canvas columns ``[seam - b, seam + b)`` as ``strip``.
 """
 
 from __future__ import annotations
@@ -51,8 +56,8 @@ class _Step:
 class SeamCanvas:
     """Saliency of ``[left | right]`` canvases from per-image passes (see module docstring)."""
 
-    def __init__(self, trunk: nn.Sequential, head: nn.Module):
-        self.trunk, self.head = trunk, head
+    def __init__(self, trunk: nn.Sequential, head: nn.Module, *, input_band: int = 0):
+        self.trunk, self.head, self.input_band = trunk, head, input_band
         for layer in trunk:
             if isinstance(layer, nn.Conv2d):
                 if layer.stride != (1, 1) or layer.dilation != (1, 1) or layer.groups != 1:
@@ -65,7 +70,7 @@ class SeamCanvas:
             elif not isinstance(layer, (nn.ReLU, nn.PReLU, nn.Identity)):
                 raise TypeError(f"seam recomputation does not know layer {layer}")
         self.stride = math.prod(_pool(l) for l in trunk if isinstance(l, nn.MaxPool2d))
-        self.plan = _plan(trunk)
+        self.plan = _plan(trunk, input_band)
 
     @torch.no_grad()
     def image_pass(self, x: torch.Tensor) -> ImagePass:
@@ -88,16 +93,20 @@ class SeamCanvas:
         )
 
     @torch.no_grad()
-    def trunk_canvas(self, lefts: list[ImagePass], rights: list[ImagePass]) -> torch.Tensor:
+    def trunk_canvas(self, lefts: list[ImagePass], rights: list[ImagePass], strip: torch.Tensor | None = None
+                     ) -> torch.Tensor:
         """Trunk outputs of the canvases ``[lefts[i] | rights[i]]``: (N, C, h, w_left + w_right).
 
-        All lefts share one width, all rights another, and all one height.
+        All lefts share one width, all rights another, and all one height. ``strip`` (N, C, h, 2b)
+        holds the canvas's exact input columns around the seam when ``input_band=b`` > 0.
         """
+        if self.input_band and (strip is None or strip.shape[-1] != 2 * self.input_band):
+            raise ValueError(f"this canvas needs the {2 * self.input_band} input columns around the seam (strip)")
         if len({(p.height, p.width) for p in lefts}) != 1 or len({(p.height, p.width) for p in rights}) != 1:
             raise ValueError("a batch of canvases needs one size of left image and one size of right image")
         if not self.aligned(lefts[0], rights[0]):
             raise ValueError("images of different heights or widths off the pooling grid need a full pass")
-        seam, band = lefts[0].width, None  # band: canvas columns [seam - b, seam + b) that differ
+        seam, band = lefts[0].width, strip if self.input_band else None  # columns [seam - b, seam + b) that differ
         for i, (step, layer) in enumerate(zip(self.plan, self.trunk)):
             if step.read:
                 left_edge = torch.stack([p.edges_right[i] for p in lefts])
@@ -121,18 +130,20 @@ class SeamCanvas:
         return torch.cat([left_out[..., : seam - b], band, right_out[..., b:]], dim=-1)
 
     @torch.no_grad()
-    def canvas_maps(self, lefts: list[ImagePass], rights: list[ImagePass]) -> torch.Tensor:
+    def canvas_maps(self, lefts: list[ImagePass], rights: list[ImagePass], strip: torch.Tensor | None = None
+                    ) -> torch.Tensor:
         """The head applied to each canvas: (N, h, w) saliency at the trunk's resolution."""
-        return self.head(self.trunk_canvas(lefts, rights))[:, 0]
+        return self.head(self.trunk_canvas(lefts, rights, strip))[:, 0]
 
 
-def _plan(trunk: nn.Sequential) -> list[_Step]:
+def _plan(trunk: nn.Sequential, band: int = 0) -> list[_Step]:
     """Follow the seam band through the trunk once; it does not depend on the images.
 
     A 'same' convolution of half-width p widens the band by p on each side and reads p more
     columns beyond it; a pooling of factor k shrinks it to ceil(b / k) and reads whole windows.
+    ``band`` is the half-width at the input (0: the two inputs meet unchanged).
     """
-    steps, band, scale = [], 0, 1
+    steps, scale = [], 1
     for layer in trunk:
         if isinstance(layer, nn.Conv2d):
             pad = layer.kernel_size[1] // 2

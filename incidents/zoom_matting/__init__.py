@@ -8,65 +8,36 @@ from TFLite to torch (:mod:`autopsy.models.mediapipe`). The lab measures how muc
 background, and investigates the model. No AI Incident Database entry exists for Zoom itself; the
 case appears in the reports of incident #103 (Twitter's crop), hence ``aiid=None``.
 
+The package: :mod:`.models` (the pinned models), :mod:`.config` (settings and profiles),
+:mod:`.data`, :mod:`.measure` (the observable), :mod:`.groups`, :mod:`.interventions` and
+:mod:`.simulate`, :mod:`.autopsy_steps`, :mod:`.figures`, :mod:`.metrics` and :mod:`.stages`.
 The first call for a researcher::
 
-    from incidents.zoom_matting import face_coverage_of
-    result = face_coverage_of(PIL.Image.open("photo.jpg"))  # mask, face box, coverage, erased flag
-
-Heavy modules (torch) load on first use, so listing incidents stays fast.
+    from incidents.zoom_matting.measure import measure_photo
+    result = measure_photo(PIL.Image.open("photo.jpg"))  # mask, faces, the central one, its coverage
 """
 
 from pathlib import Path
 
-from autopsy.registry import Incident
-
-SLUG = "zoom_matting"
-
-
-def assets(profile: str = "quick"):
-    from incidents.zoom_matting import data
-
-    return data.assets(profile)
-
-
-def build_model(weights=True, variant: str = "general"):
-    """MediaPipe Selfie Segmentation in torch; ``weights=None`` builds it with random parameters and
-    reads no file but the architecture spec that ships with the lab."""
-    from autopsy.models.mediapipe import SelfieSegmenter
-
-    return SelfieSegmenter(variant, weights=weights).eval()
-
-
-def load_data(profile: str = "quick", **options):
-    from incidents.zoom_matting import data
-
-    return data.load(profile, **options)
-
-
-def investigate(out_dir, params, progress=None):
-    from incidents.zoom_matting.investigate import investigate as run
-
-    return run(out_dir, params, progress=progress)
-
-
-def face_coverage_of(image, *, segmenter=None, detector=None, threshold: float = 0.5):
-    """Person mask, central face and its coverage for one PIL image (see :mod:`.measure`)."""
-    from incidents.zoom_matting import measure
-
-    return measure.measure_photo(image, segmenter=segmenter, detector=detector, threshold=threshold)
-
+from autopsy.contract import Incident
+from incidents.zoom_matting import data, models
+from incidents.zoom_matting.config import PROFILES, ZoomConfig
+from incidents.zoom_matting.metrics import ZoomMetrics
+from incidents.zoom_matting.stages import STAGES
 
 INCIDENT = Incident(
-    slug=SLUG,
+    slug="zoom_matting",
     title="Zoom virtual background",
     date="2020-09-19",
     harm="Background replacement erased a Black man's head from the picture while keeping his body.",
-    assets=assets,
-    build_model=build_model,
-    load_data=load_data,
-    investigate=investigate,
     story=Path(__file__).parent / "story.md",
-    profiles=("quick",),
+    config=ZoomConfig,
+    profiles=PROFILES,
+    stages=STAGES,
+    metrics=ZoomMetrics,
+    assets=data.assets,
+    models={"segmenter": models.segmenter, "detector": models.face_detector},
+    weights={"segmenter": models.SelfieSegmentation.GENERAL.value, "detector": models.FaceDetection.SHORT_RANGE.value},
     aiid=None,
     explorer="app.explorers.zoom_matting",
 )

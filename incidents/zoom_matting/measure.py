@@ -1,11 +1,13 @@
 """The incident's observable: how much of a detected face the person mask keeps.
 
-- :func:`find_face` picks the face a photo is about (BlazeFace, the detection nearest the centre);
+- :func:`central_face` picks the face a photo is about (BlazeFace, the detection nearest the centre);
 - :func:`segment_batch` runs MediaPipe Selfie Segmentation on many photos at once (the same numbers
   as ``SelfieSegmenter.segment``, batched) and keeps the pooled bottleneck features for the probe;
 - :func:`face_coverage` is the share of the face box the mask keeps, binarised at 0.5 as
   conferencing apps do and as the soft mean;
-- :func:`head_erased` flags a face whose binarised coverage falls below a threshold.
+- :func:`head_erased` flags a face whose binarised coverage falls below a threshold;
+- :func:`measure_face` is all of it for one face, and :func:`measure_photo` for one photo: what the
+  explorer shows is what the run measures.
 
 A face box is ``(x0, y0, x1, y1)`` in image pixels; a pixel belongs to it when its centre does,
 i.e. rows ``round(y0) .. round(y1) - 1`` and columns ``round(x0) .. round(x1) - 1``, clipped to the
@@ -98,11 +100,6 @@ def central_face(detections, width: int, height: int):
     return min(detections, key=distance)
 
 
-def find_face(detector, image):
-    """The central face of one PIL image (``FaceDetector.detect`` then :func:`central_face`)."""
-    return central_face(detector.detect(image), image.width, image.height)
-
-
 @torch.inference_mode()
 def find_faces(detector, images, *, batch_size: int = 16) -> list:
     """The central face (or None) of every image, detection batched (``FaceDetector.detect_many``)."""
@@ -142,26 +139,44 @@ def segment_batch(segmenter, images, *, batch_size: int = 16, features: bool = F
 
 
 @dataclass(frozen=True)
+class FaceMeasure:
+    """How much of one face the person mask keeps (NaN, not erased, when there is no face)."""
+
+    coverage: float  # share of the face box with person probability >= threshold
+    soft_coverage: float  # mean person probability over the face box
+    keypoints_kept: float  # share of eyes, nose tip and mouth on the binarised mask
+    erased: bool
+
+
+def measure_face(mask: np.ndarray, face, *, threshold: float = MASK_THRESHOLD,
+                 erased_below: float = ERASED_BELOW) -> FaceMeasure:
+    """The run's measurement of one photo's face (a ``Detection`` or None) on its person ``mask``."""
+    if face is None:
+        return FaceMeasure(float("nan"), float("nan"), float("nan"), False)
+    cov = face_coverage(mask, face.box, threshold=threshold)
+    return FaceMeasure(cov.hard, cov.soft, keypoints_kept(mask, face.keypoints, threshold=threshold),
+                       head_erased(cov.hard, below=erased_below))
+
+
+@dataclass(frozen=True)
 class PhotoResult:
-    """One photo measured: person mask, the central face (or None) and its coverage (NaN without a face)."""
+    """One photo measured: person mask, every face found, the central one and its :class:`FaceMeasure`."""
 
     mask: np.ndarray
-    face: object | None  # autopsy.models.mediapipe.Detection
-    coverage: float
-    soft_coverage: float
-    erased: bool
+    faces: tuple  # every autopsy.models.mediapipe.Detection, highest score first
+    face: object | None  # the central face, the one measured
+    measured: FaceMeasure
 
 
 def measure_photo(image, *, segmenter=None, detector=None, threshold: float = MASK_THRESHOLD,
                   erased_below: float = ERASED_BELOW) -> PhotoResult:
-    """Segment one photo, find its face and measure how much of the face the mask keeps."""
-    from autopsy.models.mediapipe import FaceDetector, SelfieSegmenter
+    """Segment one photo, find its central face and measure how much of it the mask keeps: the
+    same functions, models and thresholds as the run (default: the incident's pinned models)."""
+    from incidents.zoom_matting import models
 
-    segmenter = segmenter or SelfieSegmenter()
-    detector = detector or FaceDetector()
+    segmenter = segmenter or models.segmenter()
+    detector = detector or models.face_detector()
     mask = segment_batch(segmenter, [image])[0]
-    face = find_face(detector, image)
-    if face is None:
-        return PhotoResult(mask, None, float("nan"), float("nan"), False)
-    cov = face_coverage(mask, face.box, threshold=threshold)
-    return PhotoResult(mask, face, cov.hard, cov.soft, head_erased(cov.hard, below=erased_below))
+    faces = tuple(detector.detect(image))
+    face = central_face(faces, image.width, image.height)
+    return PhotoResult(mask, faces, face, measure_face(mask, face, threshold=threshold, erased_below=erased_below))

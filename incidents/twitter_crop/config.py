@@ -1,0 +1,43 @@
+"""Settings of the Twitter cropping investigation: one frozen dataclass, three named profiles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from autopsy.contract import Config
+from incidents.twitter_crop.protocol import PUBLISHED
+
+
+@dataclass(frozen=True)
+class TwitterConfig(Config):
+    n_trials: int = 500  # per pair, order and setting; image-level uncertainty dominates at this size
+    n_trials_fixed_height: int | None = None  # the paper ran fewer trials at fixed height; None: n_trials
+    settings: tuple[str, ...] = ("no_scaling", "fixed_height")
+    fixed_height: int = 256
+    ita_photos_per_group: int = 3
+    ita_levels: tuple[int, ...] = (1, 3, 5, 7, 9)  # Monk Skin Tone levels as edit targets
+    attribution_examples: int = 2
+    attribution_steps: int = 16
+    featviz_steps: int = 48
+    featviz_size: int = 96
+    trials_saved_per_pair: int = 100
+    fidelity_trials: int = 100  # trials rerun through the binary's exact path (JPEG file, byte-rounded resize)
+    padding_canvases: int = 60  # cross-race canvases for the left-padding probe
+    padding_pixels: tuple[int, ...] = (1, 2, 4, 8, 16)
+    source: str = "fairface"  # the quick profile's photos; the paper profile rebuilds WikiCeleb
+
+    def trials_for(self, setting: str) -> int:
+        if setting == "fixed_height" and self.n_trials_fixed_height is not None:
+            return self.n_trials_fixed_height
+        return self.n_trials
+
+
+PROFILES = {
+    "smoke": TwitterConfig(limit_per_group=4, n_trials=12, fixed_height=96, n_bootstrap=100, ita_photos_per_group=1,
+                           ita_levels=(1, 9), attribution_examples=2, attribution_steps=2, featviz_steps=2,
+                           featviz_size=32, trials_saved_per_pair=4, fidelity_trials=4, padding_canvases=3,
+                           padding_pixels=(2, 8)),
+    "quick": TwitterConfig(),
+    "paper": TwitterConfig(n_trials=PUBLISHED["no_scaling"]["n"],
+                           n_trials_fixed_height=PUBLISHED["fixed_height"]["n"], source="wikiceleb"),
+}

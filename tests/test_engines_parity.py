@@ -1,0 +1,138 @@
+"""One measured truth whichever engine computes it: LiteRT and the torch ports agree, and the
+engine choice only ever sends no-gradient passes on the file's own weights to LiteRT.
+
+The tolerance is the converter's parity tolerance (``tests/test_tflite.py``): 1e-4 absolute on
+probabilities (2e-4 on the general segmenter's mask), 1e-4 relative to the largest value on raw
+regressors and logits. Here it is checked through the engine itself (batched, with the adapted
+file: RESHAPE targets set to the batch, intermediate tensors added to the outputs).
+"""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from test_tflite import MASK_TOLERANCE, RAW_OUTPUTS
+
+from autopsy import threads
+from autopsy.assets import fetch
+from autopsy.data import FAIRFACE_CONTEXT, load_image
+from autopsy.models import mediapipe as mp
+from autopsy.models.tflite import ENGINE_ENV, load_tflite
+
+PHOTO_ROWS = (0, 182, 468)  # as tests/test_tflite.py: the first photo and the two hardest
+
+
+@pytest.fixture(scope="module")
+def photos():
+    return [load_image(fetch(FAIRFACE_CONTEXT.asset(FAIRFACE_CONTEXT.rows[n]))) for n in PHOTO_ROWS]
+
+
+def within_tolerance(stem, name, ours, reference, *, probability=False):
+    """Probabilities: absolute; raw regressors, logits and intermediate features: relative to their size."""
+    diff = float((ours - reference).abs().max())
+    if probability and name not in RAW_OUTPUTS.get(stem, ()):
+        tolerance = MASK_TOLERANCE.get(stem, 1e-4)
+    else:
+        tolerance = 1e-4 * max(1.0, float(reference.abs().max()))
+    assert diff <= tolerance, f"{stem} {name}: LiteRT engine vs torch port differ by {diff:.3g} > {tolerance:.3g}"
+
+
+def as_tuple(out):
+    return out if isinstance(out, tuple) else (out,)
+
+
+@pytest.mark.parametrize("stem", sorted(mp.PREPROCESSING))
+def test_litert_engine_equals_the_torch_port_batched(stem, photos):
+    module = load_tflite(fetch(mp.ASSETS[stem]), engine="litert")
+    assert module.engine == "litert"
+    size, letterbox, value_range = mp.PREPROCESSING[stem]
+    x = torch.cat([mp.image_to_tensor(p, size, keep_aspect_ratio=letterbox, value_range=value_range)[0] for p in photos])
+    with torch.inference_mode():
+        fast = [as_tuple(module(x)), as_tuple(module(x[:1]))]  # a batch (adapted file) and a single image
+        module.use_engine("torch")
+        port = [as_tuple(module(x)), as_tuple(module(x[:1]))]
+    for got, want in zip(fast, port):
+        assert [g.shape for g in got] == [w.shape for w in want]
+        for name, g, w in zip(module.output_names, got, want):
+            within_tolerance(stem, name, g, w, probability=True)
+
+
+def test_segmenter_intermediates_come_from_litert_too(photos):
+    segmenter = mp.SelfieSegmenter("general")
+    x = torch.cat([segmenter.preprocess(p) for p in photos])
+    names = [segmenter.model.output_names[0], segmenter.bottleneck, "segment"]
+    with torch.inference_mode():
+        assert segmenter.model._reference_for((x,), names) is not None  # all three from the adapted file
+        fast = segmenter.model.intermediates(x, names=names)
+        segmenter.use_engine("torch")
+        port = segmenter.model.intermediates(x, names=names)
+    for name in names:
+        assert fast[name].shape == port[name].shape
+        within_tolerance("selfie_segmentation", name, fast[name], port[name], probability=name == names[0])
+
+
+def test_detections_agree_between_engines(photos):
+    fast, port = mp.FaceDetector(), mp.FaceDetector(engine="torch")
+    assert (fast.model.engine, port.model.engine) == ("litert", "torch")
+    for a, b in zip(fast.detect_many(photos), port.detect_many(photos)):
+        assert len(a) == len(b)
+        for d, e in zip(a, b):
+            np.testing.assert_allclose(d.box, e.box, atol=0.05)  # pixels
+            assert abs(d.score - e.score) < 1e-4
+
+
+def test_only_plain_no_gradient_passes_on_the_files_weights_use_litert():
+    segmenter = mp.SelfieSegmenter("landscape")
+    model, x = segmenter.model, torch.rand(1, 3, 144, 256)
+    outputs = model.output_names
+    with torch.no_grad():
+        assert model._reference_for((x,), outputs) is not None
+        assert model._reference_for((x,), ["conv2d_3"]) is None  # not kept by LiteRT: torch
+        hook = model.ops[segmenter.encoder_layers[0]].register_forward_hook(lambda *args: None)
+        assert model._reference_for((x,), outputs) is None  # a probe's hook must see the pass
+        hook.remove()
+        twin = copy.deepcopy(segmenter).model  # a copy with the same weights may still use LiteRT ...
+        assert twin._reference_for((x,), outputs) is not None
+        twin.ops[segmenter.encoder_layers[0]].reset_parameters()  # ... until its weights change
+        assert twin._reference_for((x,), outputs) is None
+        assert model._reference_for((x,), outputs) is not None
+    assert model._reference_for((x,), outputs) is None  # grad mode with trainable weights: torch
+    out = segmenter(x.requires_grad_())
+    out.mean().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_engine_choice_is_explicit_and_checked(monkeypatch, tmp_path):
+    path = fetch(mp.ASSETS["face_detection_short_range"])
+    assert load_tflite(path).engine == "torch"  # the converter returns the port
+    assert load_tflite(path, engine="auto").engine == "litert"
+    monkeypatch.setenv(ENGINE_ENV, "torch")
+    assert mp.FaceDetector().model.engine == "torch"
+    monkeypatch.delenv(ENGINE_ENV)
+    random = mp.FaceDetector(weights=None)
+    assert random.model.engine == "torch"  # no file: nothing for LiteRT to run
+    with pytest.raises(ValueError, match="pass source="):
+        random.model.use_engine("litert")
+    with pytest.raises(ValueError, match="not this module's network"):
+        random.use_engine("litert", path)  # random weights are not the file's
+    with pytest.raises(ValueError, match="engine must be one of"):
+        random.use_engine("onnx")
+    random.model.load_state_dict(load_tflite(path).state_dict())
+    assert random.use_engine("litert", path).model.engine == "litert"  # loaded afterwards, then attached
+
+
+def test_threads_follow_the_setting(monkeypatch):
+    monkeypatch.setenv(threads.ENV, "1")
+    before = torch.get_num_threads()
+    try:
+        assert threads.configure() == 1 and torch.get_num_threads() == 1 and threads.current() == 1
+        assert threads.decide() == (1, f"${threads.ENV}")
+        monkeypatch.setenv(threads.ENV, "zero")
+        with pytest.raises(ValueError, match="AUTOPSY_THREADS"):
+            threads.decide()
+        monkeypatch.delenv(threads.ENV)
+        found, why = threads.decide()
+        assert 1 <= found <= threads.usable_cores() and why.startswith("free cores")
+    finally:
+        threads.configure(before)
