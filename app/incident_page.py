@@ -76,6 +76,15 @@ def record_view(lab: Lab, incident) -> None:
                     f"metrics in `{paths.metrics}`, figures in `{paths.outputs}`.")
         st.subheader("Pinned artefacts used", anchor=False)
         render.provenance(run)
+        if run.get("stages"):
+            st.subheader("Stages", anchor=False)
+            st.dataframe(run["stages"], hide_index=True)
+        if isinstance(run.get("carbon"), dict) and "measured" in run["carbon"]:
+            from autopsy.carbon import comparison_rows
+
+            st.subheader("Energy and emissions of this run", anchor=False)
+            st.dataframe(comparison_rows(run["carbon"]), hide_index=True)
+            st.caption(run["carbon"].get("note", ""))
         st.subheader("Parameters", anchor=False)
         st.json(run.get("params", {}))
         with st.expander("All metrics (JSON)"):

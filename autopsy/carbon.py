@@ -289,6 +289,14 @@ def carbon_section(record: CarbonRecord) -> dict:
                     "hardware); this run's number is CodeCarbon's estimate for this machine and grid."}
 
 
+def _short_citation(source: str) -> str:
+    """'Strubell, E., Ganesh, A. & McCallum, A. ... 2019. ...' -> 'Strubell et al. 2019'."""
+    import re
+
+    year = re.search(r"\b(19|20)\d\d\b", source)
+    return f"{source.split(',')[0]} et al. {year.group(0) if year else ''}".strip()
+
+
 def comparison_rows(section: dict) -> list[dict]:
     """The run beside the published footprints, one row each, for a report table (``autopsy.story.markdown_table``).
 
@@ -303,5 +311,5 @@ def comparison_rows(section: dict) -> list[dict]:
     for row in section["published"]:
         rows.append({"what": row["what"], "kg CO₂eq": row["co2eq_kg"], "kWh": row["energy_kwh"],
                      "runs like this one to match": row["runs_of_this_size"],
-                     "source": row["source"].split(". ")[0] + f" ({row['detail']})"})
+                     "source": f"{_short_citation(row['source'])} ({row['detail']})"})
     return rows

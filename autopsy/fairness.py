@@ -76,7 +76,8 @@ def _rate(name: str) -> Callable:
     return metric
 
 
-def _sensitive_frame(sensitive, n: int) -> pd.DataFrame:
+def sensitive_frame(sensitive, n: int) -> pd.DataFrame:
+    """Sensitive features as a DataFrame with one column per attribute (1-D input: a column 'group'), checked."""
     if isinstance(sensitive, pd.DataFrame):
         frame = sensitive.reset_index(drop=True)
     elif isinstance(sensitive, pd.Series):
@@ -154,7 +155,7 @@ def _metric_table(y_true, y_pred, sensitive, metrics, pos_label):
             funcs[m] = _rate(m)
         else:
             raise TypeError(f"metrics must be names or a dict {{name: callable(y_true, y_pred)}}; got {m!r}")
-    return y_true_b, y_pred_b, funcs, _sensitive_frame(sensitive, len(y_pred_b))
+    return y_true_b, y_pred_b, funcs, sensitive_frame(sensitive, len(y_pred_b))
 
 
 def group_metrics(
@@ -217,7 +218,7 @@ def score_by_group(
     scores = np.asarray(scores, dtype=float)
     if scores.ndim != 1:
         raise ValueError(f"scores must be 1-D, one per item; got shape {scores.shape}")
-    frame = _sensitive_frame(sensitive, len(scores))
+    frame = sensitive_frame(sensitive, len(scores))
     name = getattr(statistic, "__name__", "statistic")
     mf = MetricFrame(metrics={name: lambda t, p: statistic(t)}, y_true=scores, y_pred=scores,
                      sensitive_features=frame if frame.shape[1] > 1 else frame.iloc[:, 0])
@@ -281,7 +282,7 @@ def spread_of_means(scores, sensitive, *, label: str = "group means", n_boot: in
     """The largest minus the smallest group mean of ``scores``, the max and min re-taken in every
     resample of a bootstrap within groups, with the Kruskal-Wallis p-value across all groups."""
     scores = np.asarray(scores, dtype=float)
-    frame = _sensitive_frame(sensitive, len(scores))
+    frame = sensitive_frame(sensitive, len(scores))
     by_group = pd.Series(scores).groupby([frame[c] for c in frame.columns] if frame.shape[1] > 1 else frame.iloc[:, 0])
     means = by_group.mean()
     if len(means) < 2:

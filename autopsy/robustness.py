@@ -49,6 +49,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from autopsy import fairness
 from autopsy.stats import Estimate, wilson_interval
 
 __all__ = [
@@ -853,23 +854,6 @@ def corruption_curve(forward: Callable, inputs, *, target: Callable, corruption:
 # --------------------------------------------------------------------------- by group, and a figure
 
 
-def _group_frame(sensitive, n: int) -> pd.DataFrame:
-    if isinstance(sensitive, pd.DataFrame):
-        frame = sensitive.reset_index(drop=True)
-    elif isinstance(sensitive, pd.Series):
-        frame = sensitive.rename(sensitive.name or "group").reset_index(drop=True).to_frame()
-    else:
-        arr = np.asarray(sensitive)
-        if arr.ndim != 1:
-            raise ValueError(f"sensitive must be 1-D or a DataFrame (one column per attribute); got shape {arr.shape}")
-        frame = pd.DataFrame({"group": arr})
-    if len(frame) != n:
-        raise ValueError(f"sensitive has {len(frame)} rows but the result has {n} examples")
-    if frame.isna().any().any():
-        raise ValueError("sensitive contains missing values; label them explicitly (e.g. 'unknown') or drop those rows")
-    return frame
-
-
 def group_summary(result, sensitive, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
                   min_group_size: int = MIN_GROUP_SIZE) -> pd.DataFrame:
     """Success rate and median budget by group, in :func:`autopsy.fairness.group_metrics`' long format.
@@ -887,7 +871,7 @@ def group_summary(result, sensitive, *, n_boot: int = 2000, seed: int = 0, level
         success, budget = result["success"].to_numpy(bool), result["budget"].to_numpy(float)
     else:
         success, budget = np.asarray(result.success, bool), np.asarray(result.budget, float)
-    frame = _group_frame(sensitive, len(success))
+    frame = fairness.sensitive_frame(sensitive, len(success))
     keys = list(frame.columns)
     records = []
     for key, rows in frame.groupby(keys if len(keys) > 1 else keys[0], sort=True).indices.items():

@@ -394,6 +394,16 @@ def _web_link(url) -> str:
     return url if isinstance(url, str) and re.match(r"^https?://", url) else ""
 
 
+def _footprint(run: dict) -> list[dict]:
+    """This run's energy and emissions beside published training footprints (empty for older records)."""
+    if not isinstance(run.get("carbon"), dict) or "measured" not in run["carbon"]:
+        return []
+    from autopsy.carbon import comparison_rows
+
+    return [{k: format_number(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else ("–" if v is None else v)
+             for k, v in row.items()} for row in comparison_rows(run["carbon"])]
+
+
 def render_html(resolved: ResolvedStory, destination: str | Path) -> Path:
     """Write one self-contained HTML file (figures embedded, print-friendly CSS)."""
     parts = []
@@ -413,6 +423,7 @@ def render_html(resolved: ResolvedStory, destination: str | Path) -> Path:
     try:
         page = env.get_template("report.html").render(
             meta=resolved.story.meta, run=resolved.run, body="\n".join(parts), markup=jinja2.filters.Markup,
+            footprint=_footprint(resolved.run),
         )
     except jinja2.UndefinedError as err:
         raise StoryError(f"the report cannot be filled from the story's front matter and the run record: "

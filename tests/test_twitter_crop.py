@@ -191,3 +191,14 @@ def test_bring_your_own_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError) as err:
         data.load(INCIDENT.settings("smoke", {"images": str(tmp_path / "photos"), "labels": str(tmp_path / "labels.csv")}))
     assert "broken.jpg" in str(err.value) and "gone.jpg" in str(err.value)
+
+
+def test_photos_of_any_size_are_scored_at_the_binarys_320_px(fastgaze):
+    """Issue 16 item 3: a phone-size photo beside a small one is one pass of a canvas fitted into 320 x 320."""
+    rng = np.random.default_rng(1)
+    photos = {0: _photo(rng, 3000, 2000), 1: _photo(rng, 64, 48), 2: _photo(rng, 200, 333)}
+    scorer = canvases.CanvasScorer(fastgaze, photos)
+    grids = scorer.grids([0, 1], [1, 2])
+    for grid, (a, b) in zip(grids, ((0, 1), (1, 2))):
+        width, height = scorer.layout(a, b).resized
+        assert max(width, height) == 320 and grid.shape == (-(-height // 16), -(-width // 16))

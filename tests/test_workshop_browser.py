@@ -7,67 +7,19 @@ nicknames with a score for every section they answered. Then the server restarts
 file and a participant finds their answer again. Screenshots go to test-artifacts/ (git-ignored).
 """
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-
 from autopsy import workshop as ws
+from tests.browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, needs_chromium, viewer
 
 REPO = Path(__file__).resolve().parents[1]
-ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 BANK = ws.load_assessment(REPO / "incidents" / "twitter_crop" / "assessment.yaml")
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(),
-                                reason="Debian's chromium is not installed (apt-get install chromium; .ci/run does)")
+pytestmark = needs_chromium
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
 def streamlit(out: Path, workshop: Path):
-    port = free_port()
-    command = [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "streamlit_app.py"),
-               "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
-               "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
-               "--", "--out", str(out), "--workshop", str(workshop)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    process = subprocess.Popen(command, cwd=out, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"streamlit exited with {process.returncode}:\n{process.stdout.read()}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
-                    if reply.read().strip() == b"ok":
-                        break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"streamlit did not become healthy at {url}") from None
-                time.sleep(0.3)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    return viewer(out, "--workshop", str(workshop))
 
 
 def text_of(question_id: str, choice_id: str) -> str:

@@ -164,7 +164,8 @@ class CanvasScorer:
     """Score grids of many ``[left | right]`` canvases through the binary's pipeline.
 
     ``photos`` maps ids to PIL images (already at the setting's size); each photo's pass in each
-    position is computed once per layout and reused by every trial it appears in.
+    position is computed once per layout and reused by every trial it appears in, and each
+    canvas's grid once (trials drawn with replacement repeat a tenth of their canvases).
     """
 
     def __init__(self, network, photos: dict):
@@ -172,6 +173,7 @@ class CanvasScorer:
         self._tensors: dict = {}
         self._passes: dict = {}
         self._parts: dict = {}  # (photo, layout, side) -> the few halved columns the seam band reads
+        self._grids: dict = {}  # (left, right) -> the canvas's score grid
         self._seams: dict = {}
 
     def tensor(self, i) -> torch.Tensor:
@@ -200,17 +202,17 @@ class CanvasScorer:
             self._parts[key] = layout.strip_part(layout.halve(self.tensor(i)), side).clone()
         return self._parts[key]
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def grids(self, left_ids, right_ids) -> list[np.ndarray]:
         """The score grid of each canvas ``[left_ids[k] | right_ids[k]]`` (batched by layout)."""
-        out: list = [None] * len(left_ids)
         groups: dict = {}
-        for k, (a, b) in enumerate(zip(left_ids, right_ids)):
-            groups.setdefault(self.layout(a, b), []).append(k)
-        for layout, ks in groups.items():
-            for k, grid in zip(ks, self._layout_grids(layout, [left_ids[k] for k in ks], [right_ids[k] for k in ks])):
-                out[k] = grid
-        return out
+        for a, b in dict.fromkeys(zip(left_ids, right_ids)):  # each new canvas once, in order
+            if (a, b) not in self._grids:
+                groups.setdefault(self.layout(a, b), []).append((a, b))
+        for layout, canvases in groups.items():
+            lefts, rights = [a for a, _ in canvases], [b for _, b in canvases]
+            self._grids.update(zip(canvases, self._layout_grids(layout, lefts, rights)))
+        return [self._grids[a, b] for a, b in zip(left_ids, right_ids)]
 
     def _layout_grids(self, layout: Layout, lefts, rights) -> list[np.ndarray]:
         if layout.seam is None:  # the fast path is not exact here: the whole canvas, as the binary runs it
@@ -240,6 +242,7 @@ class CanvasScorer:
         """Drop cached passes (between settings) and hand freed memory back."""
         self._passes.clear()
         self._parts.clear()
+        self._grids.clear()
         self._tensors.clear()
         release_freed_memory()
 
