@@ -160,7 +160,8 @@ class _tidy_on_failure:
         return self
 
     def __exit__(self, kind, *exc):
-        if kind is not None and not any((self.partial / "stages").glob("*.pkl")):
+        finished = any((self.partial / "stages").glob("*.pkl")) or any((self.partial / "shards").glob("*.parquet"))
+        if kind is not None and not finished:
             shutil.rmtree(self.partial, ignore_errors=True)
         return False
 

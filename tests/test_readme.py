@@ -10,7 +10,8 @@ EXAMPLES = re.findall(r"### (.+?)\n.*?```python\n(.*?)```", TOOLKIT, flags=re.DO
 
 def test_every_tool_has_an_example():
     titles = " ".join(t for t, _ in EXAMPLES)
-    for module in ("stats", "saliency", "featviz", "probes", "fairness", "counterfactual", "figures"):
+    for module in ("stats", "saliency", "featviz", "probes", "fairness", "counterfactual", "figures", "examine",
+                   "robustness", "trained"):
         assert f"autopsy.{module}" in titles
 
 
