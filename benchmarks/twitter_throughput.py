@@ -1,20 +1,26 @@
-"""CPU throughput of the fastgaze port, beside the same network in ONNX Runtime.
+"""CPU throughput of the fastgaze port, beside the same network in ONNX Runtime, side by side.
 
 The network is Twitter's cropping saliency model (``fastgaze.vxm``; Theis et al. 2018,
 arXiv 1801.05787; Yee et al. 2021, arXiv 2105.08667) as rebuilt by ``autopsy.models.vxm``.
 For each input size (256x256, i.e. 256 px high at the working resolution of a square photo,
-and 512x512) and batch size (1, 16) it times PyTorch eager (``torch.no_grad``) and ONNX
-Runtime (CPUExecutionProvider) on the same random inputs, checks that their outputs agree, and
-reports images per second (median of timed repetitions after warm-up). FLOPs per image are counted
-analytically from the layer shapes: multiply-accumulates of every convolution (k_h x k_w x C_in
-x C_out per output pixel, plus the separable 19-tap blur); FLOPs = 2 x MACs.
+and 512x512) and batch size (1, 16) it times, on the same random inputs:
 
-Run (a few minutes; 2 threads everywhere)::
+- ``lab``: the port as the lab runs it, ``net(x)`` in ``torch.inference_mode`` (channels-last
+  convolutions, ReLUs in place, a batch taken a few images at a time to stay in cache);
+- ``torch_nchw``: the port as it ran before (plain NCHW tensors through ``net.layers``), for scale;
+- ``onnxruntime``: ONNX Runtime (CPUExecutionProvider) on an ONNX export of the port.
 
-    AUTOPSY_MIRROR=/work/shared/mirror PYTHONPATH=. python benchmarks/twitter_throughput.py
+``lab_over_onnxruntime`` is the ratio the lab keeps >= 1.0. Runtimes alternate round by round
+(median of the rounds), every one with the same threads (``--threads``, default 2). Outputs are
+checked to agree (1e-4 of the output's scale). FLOPs per image are counted analytically from the
+layer shapes: multiply-accumulates of every convolution (k_h x k_w x C_in x C_out per output
+pixel, plus the separable 19-tap blur); FLOPs = 2 x MACs.
 
-Writes ``benchmarks/results/twitter_throughput.json``. Timings on a shared machine vary; the
-JSON records the load average at start and end.
+Run (a few minutes)::
+
+    AUTOPSY_MIRROR=../shared/mirror PYTHONPATH=. python benchmarks/twitter_throughput.py
+
+Writes ``benchmarks/results/twitter_throughput.json`` with the load average at start and end.
 """
 
 from __future__ import annotations
@@ -55,26 +61,39 @@ def conv_macs(specs, height: int, width: int) -> int:
     return macs
 
 
-def _time(fn, seconds: float) -> list[float]:
-    fn()  # warm-up
-    fn()
-    times, start = [], time.perf_counter()
-    while time.perf_counter() - start < seconds or len(times) < 3:
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return times
+def _rounds(fns: dict, seconds: float) -> dict:
+    """Median seconds per call of each runtime, timed in alternating rounds of about 0.5 s each."""
+    for fn in fns.values():
+        fn()  # warm up
+    times = {name: [] for name in fns}
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds * len(fns) or min(len(t) for t in times.values()) < 3:
+        for name, fn in fns.items():
+            runs, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < 0.5 or runs < 1:
+                fn()
+                runs += 1
+            times[name].append((time.perf_counter() - t0) / runs)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
+    import argparse
+
     import onnx
     import onnxruntime as ort
 
-    torch.set_num_threads(THREADS)
+    from autopsy import threads
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=THREADS)
+    parser.add_argument("--seconds", type=float, default=SECONDS_PER_CASE)
+    args = parser.parse_args()
+    threads.configure(args.threads)
     load_start = os.getloadavg()
     net = fg.build_model()
     options = ort.SessionOptions()
-    options.intra_op_num_threads = THREADS
+    options.intra_op_num_threads = args.threads
     options.inter_op_num_threads = 1
     rng = np.random.default_rng(0)
     rows = []
@@ -87,40 +106,39 @@ def main() -> None:
         )
         onnx.checker.check_model(onnx.load(str(path)))
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        nchw = fg.build_model().to(memory_format=torch.contiguous_format)
         for height, width in SIZES:
             macs = conv_macs(net.specs, height, width)
             for batch in BATCHES:
                 x = (rng.uniform(0, 255, (batch, 3, height, width)) - 117.0).astype(np.float32)
                 xt = torch.from_numpy(x)
-                with torch.no_grad():
-                    reference = net(xt).numpy()
-                onnx_out = session.run(None, {"image": x})[0]
-                diff = float(np.abs(reference - onnx_out).max())
-                scale = float(np.abs(reference).max())
 
-                def run_torch():
+                def run_lab():
+                    with torch.inference_mode():
+                        return net(xt)
+
+                def run_nchw():
                     with torch.no_grad():
-                        net(xt)
+                        return nchw.layers(xt)
 
                 def run_onnx():
-                    session.run(None, {"image": x})
+                    return session.run(None, {"image": x})[0]
 
-                for runtime, fn in (("torch", run_torch), ("onnxruntime", run_onnx)):
-                    times = _time(fn, SECONDS_PER_CASE)
-                    median = statistics.median(times)
-                    rows.append({
-                        "runtime": runtime, "height": height, "width": width, "batch": batch,
-                        "images_per_s": batch / median, "ms_per_batch_median": 1000 * median,
-                        "ms_per_batch_min": 1000 * min(times), "repetitions": len(times),
-                        "gflops_per_image": 2 * macs / 1e9,
-                        "achieved_gflops_per_s": 2 * macs * batch / median / 1e9,
-                        "max_abs_diff_vs_torch": diff if runtime == "onnxruntime" else 0.0,
-                        "output_max_abs": scale,
-                    })
-                    r = rows[-1]
-                    print(f"{runtime:12s} {height}x{width} batch {batch:2d}: {r['images_per_s']:7.2f} img/s "
-                          f"(max |diff| {diff:.2e})", flush=True)
-    agree = all(r["max_abs_diff_vs_torch"] <= 1e-4 * max(1.0, r["output_max_abs"]) for r in rows)
+                reference = run_lab().numpy()
+                diffs = {"torch_nchw": float(np.abs(run_nchw().numpy() - reference).max()),
+                         "onnxruntime": float(np.abs(run_onnx() - reference).max())}
+                scale = float(np.abs(reference).max())
+                median = _rounds({"lab": run_lab, "torch_nchw": run_nchw, "onnxruntime": run_onnx}, args.seconds)
+                row = {"height": height, "width": width, "batch": batch, "gflops_per_image": 2 * macs / 1e9,
+                       **{f"{k}_images_per_s": round(batch / v, 2) for k, v in median.items()},
+                       **{f"{k}_achieved_gflops_per_s": round(2 * macs * batch / v / 1e9, 1) for k, v in median.items()},
+                       "lab_over_onnxruntime": round(median["onnxruntime"] / median["lab"], 3),
+                       "max_abs_diff_from_lab": diffs, "output_max_abs": scale}
+                rows.append(row)
+                print(f"{height}x{width} batch {batch:2d}: lab {row['lab_images_per_s']:7.2f} img/s, "
+                      f"NCHW {row['torch_nchw_images_per_s']:7.2f}, ORT {row['onnxruntime_images_per_s']:7.2f}: "
+                      f"lab/ORT {row['lab_over_onnxruntime']:.2f} (max |diff| {max(diffs.values()):.2e})", flush=True)
+    agree = all(max(r["max_abs_diff_from_lab"].values()) <= 1e-4 * max(1.0, r["output_max_abs"]) for r in rows)
     result = {
         "model": fg.FASTGAZE.name,
         "flops": {f"{h}x{w}": {"macs": conv_macs(net.specs, h, w), "gflops": 2 * conv_macs(net.specs, h, w) / 1e9}
@@ -128,19 +146,21 @@ def main() -> None:
         "flops_note": "analytic: convolution multiply-accumulates (k*k*Cin*Cout per output pixel) plus the "
                       "separable blur; FLOPs = 2 * MACs; ReLU/PReLU/pooling not counted",
         "outputs_agree": agree,
-        "agreement_tolerance": "max |torch - onnxruntime| <= 1e-4 * max(1, max |output|)",
+        "agreement_tolerance": "max |runtime - lab| <= 1e-4 * max(1, max |output|)",
+        "timing": f"median seconds per call over alternating rounds of >= 0.5 s, >= {args.seconds} s per runtime",
         "results": rows,
         "environment": {
             "torch": torch.__version__, "onnxruntime": ort.__version__, "onnx": onnx.__version__,
             "python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "threads": THREADS,
-            "load_average_start": load_start, "load_average_end": os.getloadavg(),
+            "cpu_count": os.cpu_count(), "threads": args.threads,
+            "load_average_start": [round(v, 2) for v in load_start],
+            "load_average_end": [round(v, 2) for v in os.getloadavg()],
         },
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "twitter_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
     if not agree:
-        raise SystemExit("torch and onnxruntime outputs disagree; see twitter_throughput.json")
+        raise SystemExit("the runtimes' outputs disagree; see twitter_throughput.json")
 
 
 if __name__ == "__main__":

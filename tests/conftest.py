@@ -14,13 +14,20 @@ DEFAULT_MIRROR = REPO.parent / "shared" / "mirror"
 
 @pytest.fixture(scope="session", autouse=True)
 def offline_lab(tmp_path_factory):
-    """Every test runs offline against the mirror, with a fresh cache for the session."""
+    """Every test runs offline against the mirror, with a fresh cache for the session.
+
+    Thread pools are sized once, to the cores free when the session starts (or $AUTOPSY_THREADS),
+    and every run, notebook kernel and subprocess of the session inherits that number.
+    """
+    from autopsy import threads
+
     mirror = Path(os.environ.get("AUTOPSY_MIRROR", DEFAULT_MIRROR))
     if not (mirror / "SHA256SUMS").is_file():
         pytest.exit(f"the asset mirror was not found at {mirror}; set AUTOPSY_MIRROR", returncode=2)
     os.environ["AUTOPSY_MIRROR"] = str(mirror)
     os.environ["AUTOPSY_OFFLINE"] = "1"
     os.environ.setdefault("AUTOPSY_CACHE", str(tmp_path_factory.mktemp("autopsy-cache")))
+    os.environ[threads.ENV] = str(threads.configure())
     yield mirror
 
 

@@ -4,11 +4,14 @@ One photo: the saliency overlay with its most salient point, and the crops Twitt
 its standard aspect ratios. A pair: the two photos joined as the published protocol does (left |
 right on a black canvas as tall as the taller), and swapped, with the face that wins each order.
 A skin-tone slider applies a controlled counterfactual edit to photo A; the attribution view
-shows which input pixels drive the winning point.
+shows which input pixels drive the winning point; "attack this photo" changes the winning photo of
+a pair by at most a chosen number of pixel levels and shows whether the crop moves to the other face
+(the run's own attack, :func:`incidents.twitter_crop.robustness.attack_pairs`).
 """
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +22,7 @@ from app import imaging, uploads
 
 ATTRIBUTION_METHODS = {"Gradient (fast)": "gradient", "Integrated gradients (slower, 16 steps)": "integrated_gradients"}
 OVERLAY_ALT = "Saliency map overlay"
+ATTACK_BUDGETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)  # L-inf, whole 0-255 levels
 
 
 def _model_module():
@@ -89,6 +93,23 @@ def skin_tone_edit(key: str, _image: Image.Image, level: int) -> tuple[Image.Ima
     measured = getattr(record, "measured", {})
     return edited, {"ita_before": measured.get("ita_before"), "ita_after": measured.get("ita_after"),
                     "warning": getattr(record, "warning", None)}
+
+
+@st.cache_data(max_entries=16, ttl=900, show_spinner="Changing the winning photo by that budget…")
+def attack(key: str, _left: Image.Image, _right: Image.Image, budget: int):
+    """The run's attack at one budget (``robustness.attack_pairs``, the quick profile's method); cached by
+    ``key`` and budget. Returns the attacked pair and the change figure as PNG bytes."""
+    from autopsy.robustness import perturbation_figure
+    from incidents.twitter_crop import robustness
+    from incidents.twitter_crop.config import PROFILES
+
+    quick = PROFILES["quick"]
+    (found,) = robustness.attack_pairs(saliency_model(), [(_left, _right)], budgets=(budget,),
+                                       method=quick.attack_method, steps=quick.attack_steps, images=True)
+    fig = perturbation_figure(found.canvas[None], found.adversarial[None], bounds=robustness.BOUNDS, size=3.0)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return found, buffer.getvalue()
 
 
 # --------------------------------------------------------------------------- the page
@@ -205,6 +226,7 @@ def pair_view(image_a: Image.Image, key_a: str, image_b: Image.Image, key_b: str
                 icon=":material/swap_horiz:")
     winner, canvas, key, result = winners[0]
     attribution_view(canvas, key, result, f"the winning point (photo {winner}, order A | B)")
+    attack_view(image_a, image_b, key, winner)
 
 
 def attribution_view(image: Image.Image, key: str, result: Analysis, what: str) -> None:
@@ -221,3 +243,26 @@ def attribution_view(image: Image.Image, key: str, result: Analysis, what: str) 
         st.image(png, alt=f"Attribution map ({method}) for {what}",
                  caption=f"Attribution map ({label.split(' (')[0]}; viridis): brighter pixels change the output at "
                          "the + the most.")
+
+
+def attack_view(left: Image.Image, right: Image.Image, key: str, winner: str) -> None:
+    with st.expander(f"Attack this photo: how little it takes to crop photo {winner} out", expanded=False):
+        st.caption("Changes only the photo that holds the salient point (order A | B), every pixel by at most the "
+                   "budget in 0–255 levels, in the direction that most lowers its lead (the run's attack, read "
+                   "through Twitter's resize and network). One or two levels are invisible to the eye.")
+        budget = st.select_slider("Budget (largest change per pixel, 0–255 levels)", options=list(ATTACK_BUDGETS),
+                                  value=4, key="tw-attack-budget")
+        if not st.toggle("Run the attack", key="tw-attack-on"):
+            return
+        found, png = attack(key, left, right, int(budget))
+        loser = "B" if winner == "A" else "A"
+        if found.success:
+            st.info(f"At {budget} level(s) per pixel the crop **moves to photo {loser}**: photo {winner} is cropped "
+                    "out by a change you cannot see.", icon=":material/crop:")
+        else:
+            st.info(f"At {budget} level(s) per pixel photo {winner} **keeps the crop**; try a larger budget.",
+                    icon=":material/shield:")
+        st.image(png, alt=f"Photo {winner}'s canvas, the canvas with photo {winner} changed by at most {budget} "
+                          "levels, and the change amplified",
+                 caption="Left: the canvas; middle: with the winning photo changed; right: the change, amplified "
+                         "(cividis).")

@@ -5,9 +5,13 @@ detected face (BlazeFace) stays in the foreground, the photo composited onto a c
 backgrounds, and exposure and skin-tone sliders that edit the photo before segmentation. The face
 coverage shown is the run's own measurement (``incidents.zoom_matting.measure.measure_photo``: the
 same models, the central face, the same thresholds), so the page and the report show one quantity.
+"Attack this photo" changes it by at most a chosen number of pixel levels and shows whether the head
+is erased (the run's own attack, :func:`incidents.zoom_matting.robustness.erase_heads`).
 """
 
 from __future__ import annotations
+
+import io
 
 import numpy as np
 import streamlit as st
@@ -25,6 +29,7 @@ BACKGROUNDS = {  # generated, no photos: (top colour, bottom colour)
     "Warm sunset gradient": ((240, 228, 66), (213, 94, 0)),
 }
 VARIANTS = {"General (256×256)": "general", "Landscape (144×256)": "landscape"}  # SelfieSegmentation pins
+ATTACK_BUDGETS = (2, 4, 8, 12, 16, 24, 32, 48, 64)  # L-inf, whole 0-255 levels of the model input
 
 
 @st.cache_resource(show_spinner="Loading MediaPipe Selfie Segmentation…")
@@ -64,6 +69,35 @@ def edited(key: str, _image: Image.Image, stops: float, level) -> tuple[Image.Im
         notes.append(f"skin tone to Monk level {level} (median ITA {record.measured['ita_before']:.0f}° → "
                      f"{record.measured['ita_after']:.0f}°)" + (f"; {record.warning}" if record.warning else ""))
     return image, notes
+
+
+@st.cache_data(max_entries=16, ttl=900, show_spinner="Changing the photo by that budget…")
+def attack(key: str, _image: Image.Image, box: tuple, variant: str, budget: int):
+    """The run's attack at one budget (``robustness.erase_heads``, the quick profile's method) on the
+    central face; cached by ``key`` and budget. Returns the erasure record (None: already erased on the
+    model's grid), the change figure and the attacked mask overlay as PNG bytes."""
+    import torch
+
+    from autopsy.robustness import perturbation_figure
+    from incidents.zoom_matting import robustness
+    from incidents.zoom_matting.config import PROFILES
+
+    quick, model = PROFILES["quick"], segmenter(variant)
+    x = robustness.inputs(model, [_image], [box])
+    (found,) = robustness.erase_heads(model, x, budgets=(budget,), mask_threshold=quick.mask_threshold,
+                                      erased_below=quick.erased_below, method=quick.attack_method,
+                                      steps=quick.attack_steps)
+    if found is None:
+        return None, b"", b""
+    fig = perturbation_figure(found.original[None], found.adversarial[None], size=3.0)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    shown = Image.fromarray((found.adversarial.transpose(1, 2, 0) * 255).round().clip(0, 255).astype(np.uint8))
+    with torch.no_grad():
+        mask = model(torch.from_numpy(found.adversarial[None]))[0, 0].clamp(0, 1).numpy()
+    overlay = imaging.overlay_png(shown, mask, cmap="viridis", colorbar_label="person probability",
+                                  title="Person mask of the attacked photo")
+    return found, buffer.getvalue(), overlay
 
 
 def background(name: str, size: tuple[int, int]) -> np.ndarray:
@@ -130,3 +164,28 @@ def show(lab, incident) -> None:
     st.caption(f"Soft coverage (mean probability) {m.soft_coverage:.0%}; eyes, nose and mouth kept "
                f"{m.keypoints_kept:.0%}; {'head erased' if m.erased else 'head kept'} by the run's rule "
                f"(coverage below {ERASED_BELOW:.0%}). {len(boxes)} face(s) found; the run measures the central one.")
+    attack_view(image, key, result.face.box, variant)
+
+
+def attack_view(image: Image.Image, key: str, box, variant: str) -> None:
+    with st.expander("Attack this photo: how little it takes to erase the head", expanded=False):
+        st.caption("Changes every pixel of the photo as the model sees it (256×256) by at most the budget in 0–255 "
+                   "levels, in the direction that most lowers the face's person score (the run's attack). The "
+                   "head counts as erased when less than half of the face box stays person, on the model's grid.")
+        budget = st.select_slider("Budget (largest change per pixel, 0–255 levels)", options=list(ATTACK_BUDGETS),
+                                  value=16, key="zm-attack-budget")
+        if not st.toggle("Run the attack", key="zm-attack-on"):
+            return
+        found, change, overlay = attack(f"{key}-{variant}", image, tuple(box), variant, int(budget))
+        if found is None:
+            st.info("On the model's own grid this head is already erased: there is nothing left to attack.")
+            return
+        verdict = "the head is **erased**" if found.success else "the head **stays**; try a larger budget"
+        st.info(f"At {budget} level(s) per pixel {verdict}: the face box kept as person goes from "
+                f"{found.coverage_before:.0%} to {found.coverage_after:.0%}.",
+                icon=":material/person_off:" if found.success else ":material/shield:")
+        left, right = st.columns(2)
+        left.image(change, alt=f"The photo, the photo changed by at most {budget} levels, and the change amplified",
+                   caption="The photo as the model sees it, attacked, and the change (amplified, cividis).")
+        right.image(overlay, alt=f"Person mask of the attacked photo: face box kept {found.coverage_after:.0%}",
+                    caption="What the background model keeps of the attacked photo (viridis).")

@@ -346,6 +346,9 @@ class VxmNetwork(nn.Module):
     grid is ``ceil(h / stride) x ceil(w / stride)``; ``False`` rounds down as PyTorch does.
     """
 
+    #: Bytes of one layer output to keep in cache in inference passes (see ``forward``).
+    CACHE_BYTES = 16 * 2**20
+
     def __init__(self, specs: list[LayerSpec], *, blur: str | None = None, ceil_mode: bool = True):
         super().__init__()
         if blur not in BLUR_MODES:
@@ -365,6 +368,7 @@ class VxmNetwork(nn.Module):
             else:
                 layers[f"blur{i}"] = nn.Identity() if blur is None else GaussianBlur(s.blur_kernel, s.blur_std, blur)
         self.layers = nn.Sequential(layers)
+        self.widest = max([3] + [s.out_channels for s in self.specs if s.type == CONV])  # channels of the widest output
 
     @property
     def stride(self) -> int:
@@ -380,10 +384,55 @@ class VxmNetwork(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 4 and x.device.type == "cpu":
             # oneDNN's convolutions run 2-2.5x faster on channels-last tensors than on NCHW ones on
-            # a CPU, on par with ONNX Runtime (benchmarks/twitter_throughput.py); values are unchanged
-            # up to float rounding, and the output (one channel) has the same layout either way.
+            # a CPU (benchmarks/twitter_throughput.py); values are unchanged up to float rounding,
+            # and the output (one channel) has the same layout either way.
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.layers(x)
+        if not _plain_inference(self, x):
+            return self.layers(x)
+        # No gradient, no hook: a few images at a time, so that each layer's output stays in the CPU's
+        # caches (a 256x256 image's widest activation is 11.5 MB; 16 at once ran 25-35% slower per
+        # image), and ReLUs in place (the same values, no new tensor).
+        step = max(1, self.CACHE_BYTES // (4 * self.widest * x.shape[-2] * x.shape[-1])) if x.dim() == 4 else len(x)
+        outputs = []
+        for chunk in x.split(step):
+            ours = False  # whether ``chunk`` is a tensor this pass made (never overwrite the caller's)
+            for layer in self.layers:
+                if ours and type(layer) is nn.ReLU:
+                    chunk = chunk.relu_()
+                else:
+                    out = max_pool_2x2(chunk, ceil_mode=self.ceil_mode) if type(layer) is nn.MaxPool2d else layer(chunk)
+                    ours, chunk = ours or out is not chunk, out
+            outputs.append(chunk)
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+
+
+def max_pool_2x2(x: torch.Tensor, *, ceil_mode: bool = True) -> torch.Tensor:
+    """2x2 max pooling with stride 2 (``ceil_mode``: a last odd row/column pools alone), the same
+    values as ``F.max_pool2d``; on channels-last tensors, as the maximum of the four shifted
+    views: ~1.7x faster on a CPU, without the indices torch computes for a backward pass."""
+    n, c, h, w = x.shape
+    if not x.is_contiguous(memory_format=torch.channels_last) or x.requires_grad:
+        return F.max_pool2d(x, 2, 2, ceil_mode=ceil_mode)
+    rows = x.permute(0, 2, 3, 1)  # (N, H, W, C), contiguous
+    if ceil_mode and (h % 2 or w % 2):
+        rows = F.pad(rows, (0, 0, 0, w % 2, 0, h % 2), value=float("-inf"))
+    else:
+        rows = rows[:, : h - h % 2, : w - w % 2]
+    blocks = rows.unflatten(2, (-1, 2)).unflatten(1, (-1, 2))  # (N, H/2, 2, W/2, 2, C)
+    top = torch.maximum(blocks[:, :, 0, :, 0], blocks[:, :, 0, :, 1])
+    bottom = torch.maximum(blocks[:, :, 1, :, 0], blocks[:, :, 1, :, 1])
+    return torch.maximum(top, bottom).permute(0, 3, 1, 2)
+
+
+def _plain_inference(network: nn.Module, x: torch.Tensor) -> bool:
+    """Whether a pass needs no gradient and no hook sees a layer's output (so ReLUs may run in place)."""
+    from torch.nn.modules import module as torch_module
+
+    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in network.parameters())):
+        return False
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks or torch.jit.is_tracing():
+        return False
+    return not any(m._forward_hooks or m._forward_pre_hooks for m in network.modules())
 
 
 def build_network(specs: list[LayerSpec], *, blur: str | None = None, ceil_mode: bool = True) -> VxmNetwork:

@@ -22,7 +22,7 @@ from pathlib import Path
 from autopsy.contract import Incident, Stage
 from autopsy.models.face_landmarker import FACE_LANDMARKER_V2, FaceLandmarker
 from autopsy.models.keras_h5 import FER2013_EMOTION, IMDB_GENDER, emotion_mini_xception, gender_mini_xception
-from incidents.face_hiring import data, record, stages
+from incidents.face_hiring import data, record, robustness, stages
 from incidents.face_hiring.config import PROFILES, HiringConfig
 from incidents.face_hiring.metrics import HiringMetrics
 from incidents.face_hiring.perception import PerceptionModels, perceive  # noqa: F401 - the public entry points
@@ -50,6 +50,7 @@ INCIDENT = Incident(
         Stage("counterfactual", stages.counterfactual, share=0.08),
         Stage("autopsy", stages.autopsy, share=0.2),
         Stage("mitigation", stages.mitigation, share=0.1),
+        Stage("robustness", robustness.stage, share=0.06),
         Stage("findings", record.findings, share=0.01),
     ),
     metrics=HiringMetrics,

@@ -62,6 +62,11 @@ class HiringConfig(Config):
     mitigation_iterations: int = 50  # ExponentiatedGradient's iterations per bound
     randomisation_steps: int = 8  # cascade: the head, the trunk's last layers, then the whole expression model
 
+    attack_per_group: int = 4  # held-out applicants per perceived race x gender cell (robustness)
+    attack_budgets: tuple[float, ...] = (1, 2, 4, 8, 16)  # L-inf, 0-255 grey levels of the 64 x 64 face
+    attack_method: str = "fgsm"  # "fgsm" or "pgd"
+    attack_steps: int = 10  # PGD steps (FGSM takes one)
+
     def __post_init__(self):
         shares = {"min_face_presence": self.min_face_presence, "expression_share": self.expression_share,
                   "base_rate": self.base_rate}
@@ -91,7 +96,8 @@ PROFILES = {
                           mst_levels=(9,), attribution_examples=1, attribution_steps=2, occlusion_window=32,
                           faithfulness_steps=2, featviz_channels=("happy",), featviz_steps=2, featviz_size=16,
                           probe_cv=2, mitigation_bounds=(0.1,), mitigation_iterations=5, randomisation_steps=3,
-                          label_resamples=50),
+                          label_resamples=50, attack_per_group=1, attack_budgets=(2, 16)),
     "quick": HiringConfig(limit_per_group=100),
-    "paper": HiringConfig(base_rate=CALLBACKS_WHITE),
+    "paper": HiringConfig(base_rate=CALLBACKS_WHITE, attack_per_group=20,
+                          attack_budgets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32), attack_method="pgd"),
 }

@@ -24,6 +24,7 @@ class HiringMetrics:
     counterfactual: dict  # skin-tone edits: flip rates and score changes per Monk level
     autopsy: dict  # randomisation check, faithfulness, probes (autopsy.examine)
     mitigation: dict  # fairlearn: the trade-off rows' headline
+    robustness: dict  # smallest change of a face that flips the decision, by perceived group
     published: dict  # the published numbers each result is set beside
 
     def summary(self) -> tuple[str, ...]:

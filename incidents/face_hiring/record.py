@@ -88,7 +88,7 @@ def _mitigation_metrics(rows: list[dict], skipped: str | None) -> dict:
 
 
 def findings(ctx, candidates: Candidates, perception: Perceived, audit: dict, labels: dict, hiring: dict,
-             counterfactual: dict, autopsy: dict, mitigation: dict) -> Findings:
+             counterfactual: dict, autopsy: dict, mitigation: dict, robustness: dict) -> Findings:
     """Assemble the tables, the figures' captions and the typed metrics record."""
     n_listed = len(candidates.table) + sum(v["n"] for k, v in candidates.left_out.items())
     analysed = int(perception.kept.sum())
@@ -99,12 +99,12 @@ def findings(ctx, candidates: Candidates, perception: Perceived, audit: dict, la
         gender_model={"accuracy": audit["gender_accuracy"], "published_accuracy": published(ctx.config)[
             "gender_model_accuracy"]},
         labels={k: v for k, v in labels.items() if k != "table"},
-        counterfactual=counterfactual["metrics"], autopsy=autopsy["metrics"],
+        counterfactual=counterfactual["metrics"], autopsy=autopsy["metrics"], robustness=robustness["metrics"],
         mitigation=_mitigation_metrics(mitigation["rows"], mitigation["skipped"]), published=published(ctx.config),
         **_hiring_metrics(hiring, ctx.config))
     tables = {"first_impressions": labels["table"], "perception": audit["rows"], "gender_shades": audit["errors"],
               "by_beta": hiring["by_beta"], "group_metrics": hiring["groups"], "flips": counterfactual["rows"],
-              "mitigation": mitigation["rows"], **autopsy["tables"]}
+              "mitigation": mitigation["rows"], **autopsy["tables"], **robustness["tables"]}
     drawn = {**audit["figures"], **hiring["figures"], **counterfactual.get("figures", {}), **autopsy["figures"],
-             **mitigation["figures"]}
+             **mitigation["figures"], **robustness["figures"]}
     return Findings(metrics, {k: v for k, v in tables.items() if v}, drawn, metrics.summary())

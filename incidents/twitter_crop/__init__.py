@@ -42,6 +42,7 @@ INCIDENT = Incident(
         Stage("argmax", stages.argmax, share=0.02),
         Stage("skin_tone", stages.skin_tone, share=0.07),
         Stage("autopsy", stages.autopsy, share=0.28),
+        Stage("robustness", stages.robustness, share=0.12),
         Stage("findings", stages.findings, share=0.02),
     ),
     metrics=stages.TwitterMetrics,

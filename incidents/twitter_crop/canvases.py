@@ -168,18 +168,18 @@ class CanvasScorer:
     canvas's grid once (trials drawn with replacement repeat a tenth of their canvases).
     """
 
+    #: Hand freed heap back every this many photo passes (they leave small pieces pinning large frees).
+    TRIM_EVERY = 32
+
     def __init__(self, network, photos: dict):
         self.network, self.photos = network, photos
-        self._tensors: dict = {}
-        self._passes: dict = {}
+        self._passes: dict = {}  # (photo, layout, side) -> its ImagePass, with the edges that side reads
         self._parts: dict = {}  # (photo, layout, side) -> the few halved columns the seam band reads
         self._grids: dict = {}  # (left, right) -> the canvas's score grid
         self._seams: dict = {}
 
     def tensor(self, i) -> torch.Tensor:
-        if i not in self._tensors:
-            self._tensors[i] = to_tensor(self.photos[i])
-        return self._tensors[i]
+        return to_tensor(self.photos[i])  # not kept: a few ms to redo, 2.4 MB a photo to keep
 
     def layout(self, a, b) -> Layout:
         return Layout(self.photos[a].size, self.photos[b].size)
@@ -193,14 +193,19 @@ class CanvasScorer:
     def _pass(self, i, layout: Layout, side: str):
         key = (i, layout, side)
         if key not in self._passes:
-            self._passes[key] = self._seam(layout).image_pass(layout.photo_input(self.tensor(i), side))
+            rgb = self.tensor(i)
+            # a photo on the left is read at its right edge, and the other way round
+            edges = "right" if side == "left" else "left"
+            self._passes[key] = self._seam(layout).image_pass(layout.photo_input(rgb, side), edges=edges)
+            if layout.seam is not None and layout.band:  # halving the photo for every canvas took a fifth of the trials
+                self._parts[key] = layout.strip_part(layout.halve(rgb), side).clone()
+            if len(self._passes) % self.TRIM_EVERY == 0:
+                release_freed_memory()
         return self._passes[key]
 
     def _part(self, i, layout: Layout, side: str) -> torch.Tensor:
-        key = (i, layout, side)
-        if key not in self._parts:  # halving the whole photo for every canvas took a fifth of the trials
-            self._parts[key] = layout.strip_part(layout.halve(self.tensor(i)), side).clone()
-        return self._parts[key]
+        self._pass(i, layout, side)
+        return self._parts[i, layout, side]
 
     @torch.inference_mode()
     def grids(self, left_ids, right_ids) -> list[np.ndarray]:
@@ -243,7 +248,6 @@ class CanvasScorer:
         self._passes.clear()
         self._parts.clear()
         self._grids.clear()
-        self._tensors.clear()
         release_freed_memory()
 
 

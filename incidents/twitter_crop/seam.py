@@ -34,8 +34,8 @@ from torch import nn
 class ImagePass:
     """What a pair needs from one image: the edge columns the seam band reads, and the trunk output."""
 
-    edges_left: tuple[torch.Tensor | None, ...]  # per layer input: its first columns (None: not read)
-    edges_right: tuple[torch.Tensor | None, ...]  # per layer input: its last columns
+    edges_left: tuple[torch.Tensor | None, ...]  # per layer input: its first columns, (H, k, C) (None: not read)
+    edges_right: tuple[torch.Tensor | None, ...]  # per layer input: its last columns, (H, k, C)
     trunk_out: torch.Tensor  # (C, h, w) before the head
     height: int
     width: int
@@ -73,15 +73,23 @@ class SeamCanvas:
         self.plan = _plan(trunk, input_band)
 
     @torch.no_grad()
-    def image_pass(self, x: torch.Tensor) -> ImagePass:
-        """Run one preprocessed image (1, 3, H, W) through the trunk, keeping edge columns."""
+    def image_pass(self, x: torch.Tensor, *, edges: str = "both") -> ImagePass:
+        """Run one preprocessed image (1, 3, H, W) through the trunk, keeping edge columns.
+
+        ``edges="right"`` keeps only the columns a canvas reads when the image is on its left
+        (``"left"``: on its right), half the memory of ``"both"``.
+        """
+        if edges not in ("both", "left", "right"):
+            raise ValueError(f"edges must be 'both', 'left' or 'right', got {edges!r}")
         lefts, rights, pooled, height, width = [], [], {}, x.shape[-2], x.shape[-1]
-        x = x.contiguous(memory_format=torch.channels_last)  # ~1.5x faster convolutions on CPU
-        for step, (name, layer) in zip(self.plan, self.trunk.named_children()):
+        in_place = not _hooked(self.trunk)  # ReLUs may overwrite their input: no hook expects to see it
+        x = x.contiguous(memory_format=torch.channels_last)  # ~2x faster convolutions on CPU
+        for position, (step, (name, layer)) in enumerate(zip(self.plan, self.trunk.named_children())):
             keep = min(step.read, x.shape[-1])
-            lefts.append(x[0, :, :, :keep].contiguous() if keep else None)
-            rights.append(x[0, :, :, x.shape[-1] - keep:].contiguous() if keep else None)
-            x = layer(x)
+            rows = x[0].permute(1, 2, 0)  # (H, W, C): channels-last memory in its own order
+            lefts.append(rows[:, :keep].contiguous() if keep and edges != "right" else None)
+            rights.append(rows[:, x.shape[-1] - keep:].contiguous() if keep and edges != "left" else None)
+            x = x.relu_() if in_place and position and type(layer) is nn.ReLU else layer(x)
             pooled[name] = x[0].mean(dim=(1, 2))
         return ImagePass(tuple(lefts), tuple(rights), x[0], height=height, width=width, pooled=pooled)
 
@@ -106,20 +114,24 @@ class SeamCanvas:
             raise ValueError("a batch of canvases needs one size of left image and one size of right image")
         if not self.aligned(lefts[0], rights[0]):
             raise ValueError("images of different heights or widths off the pooling grid need a full pass")
-        seam, band = lefts[0].width, strip if self.input_band else None  # columns [seam - b, seam + b) that differ
+        # The band lives as (N, H, W, C): windows are assembled along W from the photos' edges and
+        # handed to oneDNN as channels-last NCHW views (its fast path for these narrow windows).
+        seam = lefts[0].width
+        band = strip.permute(0, 2, 3, 1).contiguous() if self.input_band else None  # columns [seam - b, seam + b)
         for i, (step, layer) in enumerate(zip(self.plan, self.trunk)):
             if step.read:
-                left_edge = torch.stack([p.edges_right[i] for p in lefts])
-                right_edge = torch.stack([p.edges_left[i] for p in rights])
-                parts = [left_edge[..., : step.read - step.band_in], right_edge[..., step.band_in:]]
-                window = torch.cat(parts[:1] + ([band] if band is not None else []) + parts[1:], dim=-1)
+                left_edge = torch.stack([p.edges_right[i][:, : step.read - step.band_in] for p in lefts])
+                right_edge = torch.stack([p.edges_left[i][:, step.band_in:] for p in rights])
+                window = torch.cat([left_edge, *([band] if band is not None else []), right_edge], dim=2)
+                window = window.permute(0, 3, 1, 2)
                 if isinstance(layer, nn.Conv2d):
                     band = F.conv2d(window, layer.weight, layer.bias, padding=(layer.padding[0], 0))
                 else:
                     band = layer(window)
+                band = band.permute(0, 2, 3, 1)
                 seam //= step.pool
             elif band is not None:
-                band = layer(band)
+                band = layer(band.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # element-wise, keeps the layout
             elif isinstance(layer, nn.MaxPool2d):
                 seam //= step.pool
         b = self.plan[-1].band_out
@@ -127,13 +139,20 @@ class SeamCanvas:
         right_out = torch.stack([p.trunk_out for p in rights])
         if band is None:
             return torch.cat([left_out, right_out], dim=-1)
-        return torch.cat([left_out[..., : seam - b], band, right_out[..., b:]], dim=-1)
+        return torch.cat([left_out[..., : seam - b], band.permute(0, 3, 1, 2), right_out[..., b:]], dim=-1)
 
     @torch.no_grad()
     def canvas_maps(self, lefts: list[ImagePass], rights: list[ImagePass], strip: torch.Tensor | None = None
                     ) -> torch.Tensor:
         """The head applied to each canvas: (N, h, w) saliency at the trunk's resolution."""
         return self.head(self.trunk_canvas(lefts, rights, strip))[:, 0]
+
+
+def _hooked(trunk: nn.Module) -> bool:
+    from torch.nn.modules import module as torch_module
+
+    return bool(torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks) or any(
+        m._forward_hooks or m._forward_pre_hooks for m in trunk.modules())
 
 
 def _plan(trunk: nn.Sequential, band: int = 0) -> list[_Step]:

@@ -10,7 +10,9 @@
 6. ``argmax``: winner by single maximum vs mean vs total saliency ("argmax bias").
 7. ``skin_tone``: counterfactual skin-tone edits on the Monk ladder, paired against the original.
 8. ``autopsy``: attribution with sanity checks, feature visualisation, a race probe with a control.
-9. ``findings``: figures and the typed metrics record.
+9. ``robustness``: the smallest change of one photo that moves the crop to the other face, by the
+   perceived group of the face cropped out, and common corruptions (:mod:`.robustness`).
+10. ``findings``: figures and the typed metrics record.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from autopsy.contract import Findings
 from autopsy.data import exclude, load_image
 from autopsy.stats import proportion
 from incidents.twitter_crop import autopsy_steps, canvases, data, model, padding as pad, plots, protocol
+from incidents.twitter_crop import robustness as attacks
 from incidents.twitter_crop import skin_tone as skin
 
 
@@ -43,6 +46,7 @@ class TwitterMetrics:
     padding: dict  # left-padding probe: flip rates by padding width
     ita: dict  # skin-tone counterfactuals
     autopsy: dict  # attribution sanity checks, faithfulness, probe
+    robustness: dict  # smallest change that moves the crop off a face, by perceived group; corruptions
     exclusions: dict = field(default_factory=dict)  # photos not in the paper's groups
 
 
@@ -245,8 +249,30 @@ def _examples(part: pd.DataFrame, n: int) -> pd.DataFrame:
     return pd.concat([part[part["first_wins_max"]].head((n + 1) // 2), part[~part["first_wins_max"]].head(n // 2)])
 
 
+def robustness(ctx, photos: Photos, trials: dict) -> dict:
+    """How little it takes: the smallest change of the winning photo that moves the crop, and corruptions."""
+    config, setting = ctx.config, ctx.config.settings[0]
+    chosen = attacks.choose(trials["trials"], setting, config.attack_per_group)
+    sized = photos.sized(setting, config.fixed_height)
+    pairs = [(sized[a], sized[b]) for a, b in zip(chosen["first_image"], chosen["second_image"])]
+    net = model.build_model()
+    found = attacks.attack_pairs(net, pairs, budgets=config.attack_budgets, method=config.attack_method,
+                                 steps=config.attack_steps, seed=ctx.seed,
+                                 progress=lambda f: ctx.progress(0.7 * f, "smallest change that moves the crop"))
+    frame = attacks.attacked_frame(chosen, found, files=photos.table["file"])
+    frame.to_csv(ctx.out / "robustness.csv", index=False)
+    ctx.progress(0.7, "common corruptions")
+    flips = attacks.corruption_flips(net, pairs, attacks.corruptions(config), seed=ctx.seed)
+    metrics, tables = attacks.summarise(frame, flips, config, seed=ctx.seed)
+    ctx.progress(0.95, "figures")
+    drawn = attacks.draw(net, pairs, frame, config, seed=ctx.seed)
+    for name, (fig, _) in drawn.items():
+        fig.savefig(ctx.out / name, dpi=110)
+    return {"metrics": metrics, "tables": tables, "figures": {name: caption for name, (_, caption) in drawn.items()}}
+
+
 def findings(ctx, photos: Photos, trials: dict, fidelity: dict, padding: dict, pairs: dict, argmax: dict,
-             skin_tone: dict, autopsy: dict) -> Findings:
+             skin_tone: dict, autopsy: dict, robustness: dict) -> Findings:
     """Draw the figures and assemble the metrics record."""
     first, frame = ctx.config.settings[0], trials["trials"]
     drawn = {"crops.png": plots.crops(frame, photos.sized(first, ctx.config.fixed_height)),
@@ -259,8 +285,9 @@ def findings(ctx, photos: Photos, trials: dict, fidelity: dict, padding: dict, p
         group_sizes={k: len(v) for k, v in photos.members.items()}, pipeline=fidelity, pairs=pairs["pairs"],
         summaries=pairs["summaries"], position=pairs["position"], argmax_agreement=argmax["agreement"],
         padding=padding["metrics"], ita=skin_tone["metrics"], autopsy=autopsy["metrics"],
-        exclusions=photos.exclusions)
+        robustness=robustness["metrics"], exclusions=photos.exclusions)
     tables = {**pairs["tables"], "ita_ladder": skin_tone["table"], "padding": padding["table"], **autopsy["tables"],
+              **robustness["tables"],
               "argmax_bias": [{"setting": a["setting"], "pair": a["pair"], "rule": a["rule"],
                                "first group wins": a["rate"]} for a in argmax["rows"] if a["setting"] == first]}
     summary = tuple(f"{name}: ours {s['ours']:.3f} vs published {s['published']:.3f} ({first})"
@@ -269,4 +296,5 @@ def findings(ctx, photos: Photos, trials: dict, fidelity: dict, padding: dict, p
     if smallest < 10:
         summary += (f"caution: only {smallest} photo(s) in the smallest group; these rates are unreliable "
                     "(see the image-clustered intervals in the report)",)
-    return Findings(metrics, tables, {name: caption for name, (_, caption) in drawn.items()}, summary)
+    captions = {**{name: caption for name, (_, caption) in drawn.items()}, **robustness["figures"]}
+    return Findings(metrics, tables, captions, summary)

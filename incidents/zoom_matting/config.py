@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from autopsy.contract import Config
+from incidents.zoom_matting.groups import CONTRAST
 from incidents.zoom_matting.interventions import BACKGROUND_LABELS
 from incidents.zoom_matting.measure import ERASED_BELOW, MASK_THRESHOLD, SENSITIVITY_THRESHOLDS
 
@@ -40,6 +41,13 @@ class ZoomConfig(Config):
     featviz_steps: int = 24
     featviz_size: int = 64
     probe_cv: int = 5
+    attack_per_group: int = 4  # photos with a kept head per race x gender cell, first in manifest order (robustness)
+    attack_races: tuple[str, ...] = CONTRAST  # perceived races attacked (the incident's contrast); () for every group
+    attack_budgets: tuple[float, ...] = (4, 8, 16, 32)  # L-inf, 0-255 levels of the model input
+    attack_method: str = "fgsm"  # "fgsm" (one gradient step) or "pgd"
+    attack_steps: int = 10  # PGD steps (FGSM takes one)
+    corruption_brightness: tuple[float, ...] = (0.6, 0.4, 0.25, 0.15)  # gain of the model input (< 1: darker)
+    corruption_noise: tuple[float, ...] = (0.08, 0.18, 0.38)  # Gaussian noise sd, share of the input range
 
     def __post_init__(self):
         shares = {"mask_threshold": self.mask_threshold, "erased_below": self.erased_below,
@@ -60,6 +68,8 @@ PROFILES = {
     "smoke": ZoomConfig(limit_per_group=1, n_bootstrap=100, intervention_photos_per_group=1, intervention_lowest=1,
                         exposure_stops=(-2,), mst_levels=(9,), backgrounds=("near_skin",), composite_examples=1,
                         attribution_examples=1, attribution_steps=2, occlusion_window=128, randomisation_steps=2,
-                        faithfulness_steps=2, featviz_channels=1, featviz_steps=2, featviz_size=16, probe_cv=2),
+                        faithfulness_steps=2, featviz_channels=1, featviz_steps=2, featviz_size=16, probe_cv=2,
+                        attack_per_group=1, attack_budgets=(16,), corruption_brightness=(0.25,),
+                        corruption_noise=(0.26,)),
     "quick": ZoomConfig(),
 }

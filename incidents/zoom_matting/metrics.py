@@ -43,6 +43,7 @@ class ZoomMetrics:
     intervention_headline: dict  # factor -> the two ends of its curve
     interventions_design: InterventionsDesign
     autopsy: dict  # examples, attribution shares, sanity checks, probe (autopsy.examine)
+    robustness: dict  # smallest change that erases a kept head; darkness and noise that erase heads, by group
 
     def summary(self) -> tuple[str, ...]:
         """A few lines for the command line."""

@@ -9,7 +9,9 @@
 3. ``interventions``: exposure, skin tone and background, one factor at a time; ``composite``: what
    the call shows.
 4. ``autopsy``: attribution with sanity checks, feature visualisation and probes (:mod:`.autopsy_steps`).
-5. ``findings``: the typed metrics record, the story's tables and the figures' captions.
+5. ``robustness``: the smallest change that erases a kept head, and the darkness and noise at which heads
+   vanish, by perceived group (:mod:`.robustness`).
+6. ``findings``: the typed metrics record, the story's tables and the figures' captions.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from autopsy.engines import chunks
 from incidents.zoom_matting import autopsy_steps, data, measure, models, simulate
 from incidents.zoom_matting import figures as drawn
 from incidents.zoom_matting import groups as group_stats
+from incidents.zoom_matting import robustness as attacks
 from incidents.zoom_matting.metrics import InterventionsDesign, Thresholds, ZoomMetrics
 
 
@@ -167,15 +170,46 @@ def autopsy(ctx, photos, masks, coverage) -> Part:
     return Part(metrics, tables, figures)
 
 
-def findings(ctx, coverage, groups, interventions, composite, autopsy) -> Findings:
+def robustness(ctx, photos, coverage) -> Part:
+    """How little it takes to erase a head: the smallest change, and the darkness and noise at which heads vanish."""
+    config = ctx.config
+    rule = {"mask_threshold": config.mask_threshold, "erased_below": config.erased_below}
+    chosen = attacks.choose(coverage, config.attack_per_group, config.erased_below, config.attack_races)
+    segmenter = models.segmenter()
+    x = attacks.inputs(segmenter, [photos.images[i] for i in chosen.index], list(chosen["box"]))
+    found = attacks.erase_heads(segmenter, x, budgets=config.attack_budgets, method=config.attack_method,
+                                steps=config.attack_steps, seed=ctx.seed, **rule,
+                                progress=lambda f: ctx.progress(0.75 * f, "smallest change that erases the head"))
+    kept = np.array([e is not None for e in found], bool)  # heads kept on the model's grid: something to erase
+    found = [e for e in found if e is not None]
+    frame = chosen.loc[kept, ["file", "race", "gender", "race_gender", "coverage"]].reset_index(drop=True).assign(
+        grid_coverage=[e.coverage_before for e in found], success=[e.success for e in found],
+        budget=[e.budget for e in found], coverage_after=[e.coverage_after for e in found])
+    frame.to_csv(ctx.out / "robustness.csv", index=False)
+    ctx.progress(0.75, "darker exposure and noise")
+    erased = attacks.corruption_curves(segmenter, x[kept], attacks.corruptions(config), seed=ctx.seed, **rule)
+    metrics, tables = attacks.summarise(frame, erased, config, seed=ctx.seed)
+    metrics["n_erased_on_grid"] = int((~kept).sum())  # kept in the photo's mask, erased on the model's grid
+    picks = attacks.typical(frame)
+    drawn_figures = {"robustness_curves.png": attacks.figure_curves(frame, erased, config),
+                     "robustness.png": attacks.figure_examples([found[k] for k in picks], [
+                         f"{frame.at[k, 'race_gender']}, " + (f"erased at L∞ {found[k].budget:g}" if found[k].success
+                                                               else f"kept at L∞ {max(config.attack_budgets):g}")
+                         for k in picks])}
+    for name, (fig, _) in drawn_figures.items():
+        fig.savefig(ctx.out / name, dpi=drawn.DPI)
+    return Part({"robustness": metrics}, tables, {name: caption for name, (_, caption) in drawn_figures.items()})
+
+
+def findings(ctx, coverage, groups, interventions, composite, autopsy, robustness) -> Findings:
     """The typed metrics record, the story's tables and the figures' captions."""
     faces = coverage[coverage["face_detected"]]
     metrics = ZoomMetrics(
         n_photos=len(coverage), n_faces=len(faces), n_no_face=int((~coverage["face_detected"]).sum()),
         n_erased=int(coverage["erased"].sum()),
         thresholds=Thresholds(mask=ctx.config.mask_threshold, erased_below=ctx.config.erased_below),
-        **groups.metrics, **interventions.metrics, autopsy=autopsy.metrics)
-    parts = (groups, interventions, composite, autopsy)
+        **groups.metrics, **interventions.metrics, autopsy=autopsy.metrics, **robustness.metrics)
+    parts = (groups, interventions, composite, autopsy, robustness)
     return Findings(metrics=metrics, tables={k: v for p in parts for k, v in p.tables.items()},
                     figures={k: v for p in parts for k, v in p.figures.items()}, summary=metrics.summary())
 
@@ -189,5 +223,6 @@ STAGES = (
     Stage("interventions", interventions, share=0.4),
     Stage("composite", composite, share=0.03),
     Stage("autopsy", autopsy, share=0.25),
+    Stage("robustness", robustness, share=0.2),
     Stage("findings", findings, share=0.01),
 )
