@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -83,19 +84,53 @@ def photos(ctx) -> Photos:
     return Photos(table, members, {i: load_image(table.at[i, "path"]) for i in rows}, (excluded + outside).to_dict())
 
 
+CHUNK = 64  # trials per unit of work: one batch of canvases through the scorer
+
+
+class _Scorers:
+    """A worker's network and the :class:`~.canvases.CanvasScorer` of its current setting (passes cached)."""
+
+    def __init__(self):
+        self.net, self.setting, self.scorer = model.build_model(), None, None
+
+    def get(self, setting: str, sized: dict):
+        if setting != self.setting:
+            if self.scorer is not None:
+                self.scorer.forget()
+            self.setting, self.scorer = setting, canvases.CanvasScorer(self.net, sized[setting])
+        return self.scorer
+
+
+def _score_chunk(state: _Scorers, item, *, sized: dict) -> pd.DataFrame:
+    setting, order, chunk = item
+    return _score(state.get(setting, sized), chunk, setting, order, lambda f: None, batch=CHUNK)
+
+
+def _pooled(state: _Scorers, item, *, sized: dict) -> dict:
+    setting, ids = item
+    scorer = state.get(setting, sized)
+    return {layer: np.stack([scorer.pooled(i, layer) for i in ids]) for layer in autopsy_steps.PROBE_LAYERS}
+
+
 def trials(ctx, photos: Photos) -> dict:
-    """Every pair's trials, published order and swapped, in each setting, through the binary's pipeline."""
-    net, frames, features = model.build_model(), [], {}
-    for s, setting in enumerate(ctx.config.settings):
-        scorer = canvases.CanvasScorer(net, photos.sized(setting, ctx.config.fixed_height))
+    """Every pair's trials, published order and swapped, in each setting, through the binary's pipeline.
+
+    The unit of work is a chunk of trials of one setting and order (``ctx.map``: local or Ray workers,
+    each building the network once); results come back in order, so the engine does not change them.
+    """
+    settings = ctx.config.settings
+    sized = {s: photos.sized(s, ctx.config.fixed_height) for s in settings}
+    items = []
+    for setting in settings:
         sampled = protocol.sample_trials(photos.members, protocol.PAPER_PAIRS, ctx.config.trials_for(setting),
                                          seed=ctx.seed)
-        for o, order in enumerate(("published", "swapped")):
-            frames.append(_score(scorer, sampled, setting, order, lambda f: ctx.progress(
-                (2 * s + o + f) / (2 * len(ctx.config.settings)), f"{setting}, {order} order")))
-        features = {layer: np.stack([scorer.pooled(i, layer) for i in photos.paper_rows])
-                    for layer in autopsy_steps.PROBE_LAYERS}
-        scorer.forget()
+        items += [(setting, order, sampled.iloc[k:k + CHUNK]) for order in ("published", "swapped")
+                  for k in range(0, len(sampled), CHUNK)]
+    frames = ctx.map(partial(_score_chunk, sized=sized), items, setup=_Scorers, desc="trials (chunks of 64)")
+    rows = photos.paper_rows
+    pooled = ctx.map(partial(_pooled, sized=sized), [(settings[-1], rows[k:k + 32]) for k in range(0, len(rows), 32)],
+                     setup=_Scorers, desc="probe features")
+    features = {layer: np.concatenate([p[layer] for p in pooled]) for layer in autopsy_steps.PROBE_LAYERS}
     frame = pd.concat(frames, ignore_index=True)
     frame["first_file"] = photos.table.loc[frame["first_image"], "file"].to_numpy()
     frame["second_file"] = photos.table.loc[frame["second_image"], "file"].to_numpy()
