@@ -50,7 +50,7 @@ import pandas as pd
 import torch
 
 from autopsy import fairness
-from autopsy.stats import Estimate, wilson_interval
+from autopsy.stats import Estimate, proportion, wilson_interval
 
 __all__ = [
     "Attack",
@@ -929,3 +929,51 @@ def perturbation_figure(original, perturbed, *, titles=None, bounds=(0.0, 1.0), 
         change_axes.append(ax)
     fig.colorbar(shown, ax=change_axes, label="largest change per pixel\n(share of the input range)", shrink=0.8)
     return fig
+
+
+# --------------------------------------------------------------------------- summaries incidents share
+
+
+def undefined(what: str) -> Estimate:
+    """An estimate for a group with no examples in this run, saying so (never a silent zero)."""
+    return Estimate(float("nan"), float("nan"), float("nan"), 0, "no examples", warning=f"no {what} in this run")
+
+
+def whole(value: float):
+    """A budget as a story prints it: 4, not 4.0."""
+    return int(value) if float(value).is_integer() else float(value)
+
+
+def outcomes_by_group(frame: pd.DataFrame, columns, *, n_boot: int = 2000, seed: int = 0, expect=(),
+                      noun: str = "examples") -> dict:
+    """Group key -> {"success_rate", "median_budget"} Estimates (:func:`group_summary`) from a frame with
+    ``success`` and ``budget`` columns; ``columns`` name the group attribute(s), keys join them with ``_``.
+    Groups in ``expect`` with no example get :func:`undefined` estimates."""
+    import re
+
+    columns = [columns] if isinstance(columns, str) else list(columns)
+    key = lambda value: re.sub(r"\W+", "_", str(value)).strip("_")  # noqa: E731 - 'East Asian' -> 'East_Asian'
+    out = {key(g): {"success_rate": undefined(f"{g} {noun}"), "median_budget": undefined(f"{g} {noun}")}
+           for g in expect}
+    if len(frame):
+        table = group_summary(frame[["success", "budget"]], frame[columns].astype(str), n_boot=n_boot, seed=seed)
+        for row in table.itertuples(index=False):
+            name = "_".join(key(getattr(row, c)) for c in columns)
+            out.setdefault(name, {})[row.metric] = Estimate(row.value, row.low, row.high, int(row.n), row.test,
+                                                            level=row.level, warning=row.warning)
+    return out
+
+
+def flips_between(flags, groups, between: tuple[str, str], *, n_boot: int = 2000, seed: int = 0,
+                  noun: str = "examples") -> dict:
+    """Each of two groups' share of decisions flipped (Wilson) and their difference (bootstrap within groups)."""
+    flags = np.asarray(flags, dtype=bool)
+    groups = pd.Series(groups).astype(str).reset_index(drop=True)
+    out = {g: proportion(int(flags[(groups == g).to_numpy()].sum()), int((groups == g).sum())) for g in between}
+    if set(between) <= set(groups):
+        keep = groups.isin(between).to_numpy()
+        out["difference"] = fairness.demographic_parity_difference(
+            flags[keep].astype(int), groups[keep].reset_index(drop=True), between=between, n_boot=n_boot, seed=seed)
+    else:
+        out["difference"] = undefined(f"{noun} of both groups")
+    return out

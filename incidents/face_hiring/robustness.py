@@ -24,17 +24,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
 
-from autopsy import fairness, figures
+from autopsy import figures
 from autopsy import robustness as rb
 from autopsy.models.keras_h5 import preprocess
-from autopsy.stats import Estimate, proportion
+from autopsy.stats import proportion
 from incidents.face_hiring import failure
 from incidents.face_hiring.perception import BLENDSHAPE_COLUMNS, PerceptionModels
 from incidents.face_hiring.scorer import FaceScorer, Scorer
+
+by_group = partial(rb.outcomes_by_group, noun="applicants")  # outcomes by perceived group
 
 BOUNDS = (-1.0, 1.0)  # the expression model's input: (grey / 255 - 0.5) * 2
 UNITS = "L-inf, 0-255 grey levels of the 64 x 64 face the expression model reads"
@@ -90,61 +93,24 @@ def choose(people: pd.DataFrame, train: np.ndarray, per_group: int) -> np.ndarra
 # -- summaries ---------------------------------------------------------------------------------------
 
 
-def _estimate(row) -> Estimate:
-    return Estimate(row.value, row.low, row.high, int(row.n), row.test, level=row.level, warning=row.warning)
-
-
-def _none(what: str) -> Estimate:
-    return Estimate(float("nan"), float("nan"), float("nan"), 0, "no applicants", warning=f"no {what} in this run")
-
-
-def _whole(value: float):
-    """A budget as the story prints it: 4, not 4.0."""
-    return int(value) if float(value).is_integer() else float(value)
-
-
-def by_group(frame: pd.DataFrame, column: str, *, n_boot: int, seed: int, expect=()) -> dict:
-    """Group key -> {success_rate, median_budget} (Wilson; bootstrap with failures as +inf)."""
-    out = {str(g): {"success_rate": _none(f"{g} applicants"), "median_budget": _none(f"{g} applicants")}
-           for g in expect}
-    if len(frame):
-        table = rb.group_summary(frame[["success", "budget"]], frame[column].astype(str), n_boot=n_boot, seed=seed)
-        for row in table.itertuples(index=False):
-            out.setdefault(str(getattr(row, column)).replace(" ", "_"), {})[row.metric] = _estimate(row)
-    return out
-
-
 def contrast_of(config) -> tuple[str, str]:
     """The groups the simulated recruiters treated differently: (disfavoured, reference)."""
     return config.bias_group, "White" if config.bias_attribute == "race" else "Male"
 
 
-def within(flags: np.ndarray, groups: pd.Series, between: tuple[str, str], *, n_boot: int, seed: int) -> dict:
-    """Each contrast group's share flipped (Wilson) and their difference (bootstrap within groups)."""
-    groups = groups.astype(str).reset_index(drop=True)
-    out = {g: proportion(int(flags[(groups == g).to_numpy()].sum()), int((groups == g).sum())) for g in between}
-    if set(between) <= set(groups):
-        keep = groups.isin(between).to_numpy()
-        out["difference"] = fairness.demographic_parity_difference(
-            flags[keep].astype(int), groups[keep].reset_index(drop=True), between=between, n_boot=n_boot, seed=seed)
-    else:
-        out["difference"] = _none("applicants of both contrast groups")
-    return out
-
-
 def summarise(frame: pd.DataFrame, config, *, seed: int) -> tuple[dict, dict]:
     """The metrics record and the story's tables of the robustness stage."""
     boot = {"n_boot": config.n_bootstrap, "seed": seed}
-    budgets = [_whole(b) for b in sorted(float(b) for b in config.attack_budgets)]
+    budgets = [rb.whole(b) for b in sorted(float(b) for b in config.attack_budgets)]
     between, attribute = contrast_of(config), config.bias_attribute
     cells = frame.assign(cell=frame["race"].astype(str) + " " + frame["gender"].astype(str))
     everyone = by_group(frame.assign(all="all"), "all", **boot).get("all") or {
-        "success_rate": _none("applicants"), "median_budget": _none("applicants")}
+        "success_rate": rb.undefined("applicants"), "median_budget": rb.undefined("applicants")}
     spent = frame["budget"].to_numpy(float)
     half = [b for b in budgets if len(spent) and np.mean(spent <= b) >= 0.5]
     reference = half[0] if half else budgets[-1]  # the smallest budget that flipped half of all decisions
     directions = {name: by_group(frame[frame["advanced_before"] == before].assign(all="all"), "all", **boot).get(
-                      "all", {"success_rate": _none(name), "median_budget": _none(name)})
+                      "all", {"success_rate": rb.undefined(name), "median_budget": rb.undefined(name)})
                   for name, before in (("advanced_to_rejected", True), ("rejected_to_advanced", False))}
     metrics = {
         "method": config.attack_method.upper(), "steps": 1 if config.attack_method == "fgsm" else config.attack_steps,
@@ -155,7 +121,7 @@ def summarise(frame: pd.DataFrame, config, *, seed: int) -> tuple[dict, dict]:
         "by_direction": directions, f"by_{attribute}": by_group(frame, attribute, expect=between, **boot),
         "by_race_gender": by_group(cells, "cell", **boot),
         "contrast": {"attribute": attribute, "budget": reference,
-                     **within(spent <= reference, frame[attribute], between, **boot)}}
+                     **rb.flips_between(spent <= reference, frame[attribute], between, noun="applicants", **boot)}}
     groups = {**metrics[f"by_{attribute}"], **metrics["by_race_gender"]}
     tables = {
         "robustness_groups": [{"applicants (perceived)": key.replace("_", " "),
@@ -166,7 +132,7 @@ def summarise(frame: pd.DataFrame, config, *, seed: int) -> tuple[dict, dict]:
 
 
 def _budget_row(budget: float, flags: np.ndarray, groups: pd.Series, between, boot: dict) -> dict:
-    shares = within(flags, groups, between, **boot)
+    shares = rb.flips_between(flags, groups, between, noun="applicants", **boot)
     return {"budget (grey levels)": budget, **{f"{g} decisions flipped": shares[g] for g in between},
             f"difference ({' − '.join(between)})": shares["difference"]}
 

@@ -117,6 +117,20 @@ class Layout:
         cols = mx[:self.seam, :cut] if side == "left" else mx[self.seam:, cut:]
         return model.to_network_input(my @ (self.halve(rgb) @ cols.T))
 
+    def alone_input(self, rgb: torch.Tensor, side: str) -> torch.Tensor:
+        """One photo resized alone at the canvas's scale: the canvas's input in that photo's columns
+        outside the band, whichever side the photo is on (to float rounding: the canvas's filter
+        positions for the right photo are offset by the seam)."""
+        halved = self.halve(rgb)
+        out = self.seam if side == "left" else self.resized[0] - self.seam
+        return model.to_network_input(self.weights[1] @ (halved @ model.resize_matrix(halved.shape[-1], out).T))
+
+    def alone_key(self, side: str) -> tuple:
+        """What :meth:`alone_input` depends on besides the photo (one pass serves both sides of a
+        canvas of two same-size photos)."""
+        size = self.left if side == "left" else self.right
+        return size, self.size[1], self.resized, self.seam if side == "left" else self.resized[0] - self.seam
+
     def strip(self, left_halved: torch.Tensor, right_halved: torch.Tensor) -> torch.Tensor:
         """The canvas's exact network input in the columns [seam - band, seam + band)."""
         return self.strips(self.strip_part(left_halved, "left"), self.strip_part(right_halved, "right"))
@@ -163,9 +177,10 @@ def outcome(scores: np.ndarray, layout: Layout) -> Outcome:
 class CanvasScorer:
     """Score grids of many ``[left | right]`` canvases through the binary's pipeline.
 
-    ``photos`` maps ids to PIL images (already at the setting's size); each photo's pass in each
-    position is computed once per layout and reused by every trial it appears in, and each
-    canvas's grid once (trials drawn with replacement repeat a tenth of their canvases).
+    ``photos`` maps ids to PIL images (already at the setting's size); each photo's pass is computed
+    once per scale (:meth:`Layout.alone_input`: on either side of the seam, the seam band replaces
+    the columns where the photos meet) and reused by every trial it appears in, and each canvas's
+    grid once (trials drawn with replacement repeat a tenth of their canvases).
     """
 
     #: Hand freed heap back every this many photo passes (they leave small pieces pinning large frees).
@@ -173,9 +188,10 @@ class CanvasScorer:
 
     def __init__(self, network, photos: dict):
         self.network, self.photos = network, photos
-        self._passes: dict = {}  # (photo, layout, side) -> its ImagePass, with the edges that side reads
+        self._passes: dict = {}  # (photo, Layout.alone_key) -> its ImagePass
         self._parts: dict = {}  # (photo, layout, side) -> the few halved columns the seam band reads
         self._grids: dict = {}  # (left, right) -> the canvas's score grid
+        self._pooled: dict = {}  # photo -> spatial means of its layers (probe features)
         self._seams: dict = {}
 
     def tensor(self, i) -> torch.Tensor:
@@ -191,21 +207,18 @@ class CanvasScorer:
         return self._seams[layout]
 
     def _pass(self, i, layout: Layout, side: str):
-        key = (i, layout, side)
+        key = (i, layout.alone_key(side))
         if key not in self._passes:
-            rgb = self.tensor(i)
-            # a photo on the left is read at its right edge, and the other way round
-            edges = "right" if side == "left" else "left"
-            self._passes[key] = self._seam(layout).image_pass(layout.photo_input(rgb, side), edges=edges)
-            if layout.seam is not None and layout.band:  # halving the photo for every canvas took a fifth of the trials
-                self._parts[key] = layout.strip_part(layout.halve(rgb), side).clone()
+            self._passes[key] = self._seam(layout).image_pass(layout.alone_input(self.tensor(i), side))
             if len(self._passes) % self.TRIM_EVERY == 0:
                 release_freed_memory()
         return self._passes[key]
 
     def _part(self, i, layout: Layout, side: str) -> torch.Tensor:
-        self._pass(i, layout, side)
-        return self._parts[i, layout, side]
+        key = (i, layout, side)
+        if key not in self._parts:  # halving the photo for every canvas took a fifth of the trials
+            self._parts[key] = layout.strip_part(layout.halve(self.tensor(i)), side).clone()
+        return self._parts[key]
 
     @torch.inference_mode()
     def grids(self, left_ids, right_ids) -> list[np.ndarray]:
@@ -235,19 +248,23 @@ class CanvasScorer:
     def pooled(self, i, layer: str) -> np.ndarray:
         """Photo ``i``'s spatial mean of ``layer``'s output, as the network sees the photo on a canvas's left
         (beside a photo of its own size); alone at the binary's size where that canvas has no fast path."""
-        layout = self.layout(i, i)
-        if layout.seam is not None:
-            found = self._pass(i, layout, "left")
-        else:
-            layers = self.network.layers
-            found = SeamCanvas(layers[:-1], layers[-1]).image_pass(model.preprocess(self.photos[i], resize=True))
-        return found.pooled[layer].numpy()
+        if i not in self._pooled:
+            layout, layers = self.layout(i, i), self.network.layers
+            if layout.seam is not None:
+                x = layout.photo_input(self.tensor(i), "left")
+                found = self._seam(layout).image_pass(x, edges="none")
+            else:
+                found = SeamCanvas(layers[:-1], layers[-1]).image_pass(model.preprocess(self.photos[i], resize=True),
+                                                                       edges="none")
+            self._pooled[i] = found.pooled
+        return self._pooled[i][layer].numpy()
 
     def forget(self) -> None:
         """Drop cached passes (between settings) and hand freed memory back."""
         self._passes.clear()
         self._parts.clear()
         self._grids.clear()
+        self._pooled.clear()
         release_freed_memory()
 
 

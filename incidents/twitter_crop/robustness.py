@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -33,10 +34,12 @@ from PIL import Image
 
 from autopsy import fairness, figures
 from autopsy import robustness as rb
-from autopsy.stats import Estimate, proportion
+from autopsy.stats import proportion
 from incidents.twitter_crop import model, protocol
 from incidents.twitter_crop.autopsy_steps import CanvasSaliency
 from incidents.twitter_crop.canvases import Layout, join, outcome, to_tensor
+
+by_group = partial(rb.outcomes_by_group, noun="faces")  # outcomes by perceived group
 
 BOUNDS = (0.0, 255.0)
 UNITS = "L-inf, 0-255 pixel levels of the photo as uploaded (before the binary's resize)"
@@ -208,50 +211,19 @@ def corruptions(config) -> dict[str, tuple]:
 # -- summaries ---------------------------------------------------------------------------------------
 
 
-def _estimate(row) -> Estimate:
-    return Estimate(row.value, row.low, row.high, int(row.n), row.test, level=row.level, warning=row.warning)
-
-
-def _none(what: str) -> Estimate:
-    return Estimate(float("nan"), float("nan"), float("nan"), 0, "no canvases", warning=f"no {what} in this run")
-
-
-def _whole(value: float):
-    """A budget as the story prints it: 4, not 4.0."""
-    return int(value) if float(value).is_integer() else float(value)
-
-
-def by_group(frame: pd.DataFrame, columns: list[str], *, n_boot: int, seed: int, expect=()) -> dict:
-    """Group key -> {success_rate, median_budget} (Wilson; bootstrap with failures as +inf)."""
-    table = rb.group_summary(frame[["success", "budget"]], frame[columns], n_boot=n_boot, seed=seed)
-    out = {g: {"success_rate": _none(f"{g} faces"), "median_budget": _none(f"{g} faces")} for g in expect}
-    for row in table.itertuples(index=False):
-        key = "_".join(str(getattr(row, c)) for c in columns)
-        out.setdefault(key, {})[row.metric] = _estimate(row)
-    return out
-
-
 def within_budgets(frame: pd.DataFrame, budgets: Sequence[float], *, n_boot: int, seed: int) -> list[dict]:
     """Per budget: the share of Black and of white faces cropped out within it, and their difference."""
     rows = []
     for b in budgets:
         moved = frame["budget"].to_numpy(float) <= b
-        row = {"budget": _whole(b)}
+        row = {"budget": rb.whole(b)}
         for race in CONTRAST:
             part = moved[frame["race"].to_numpy() == race]
             row[race] = proportion(int(part.sum()), len(part))
-        row["difference"] = _difference(moved, frame["race"], n_boot=n_boot, seed=seed)
+        row["difference"] = rb.flips_between(moved, frame["race"], CONTRAST, n_boot=n_boot, seed=seed,
+                                              noun="canvases")["difference"]
         rows.append(row)
     return rows
-
-
-def _difference(flags: np.ndarray, race: pd.Series, *, n_boot: int, seed: int) -> Estimate:
-    present = set(race)
-    if not set(CONTRAST) <= present:
-        return _none("canvases of both contrast groups")
-    keep = race.isin(CONTRAST).to_numpy()
-    return fairness.demographic_parity_difference(flags[keep].astype(int), race[keep].reset_index(drop=True),
-                                                  between=CONTRAST, n_boot=n_boot, seed=seed)
 
 
 def corruption_rows(flips: pd.DataFrame, frame: pd.DataFrame) -> list[dict]:
@@ -339,9 +311,9 @@ def typical(frame: pd.DataFrame) -> list[int]:
 def summarise(frame: pd.DataFrame, flips: pd.DataFrame, config, *, seed: int) -> tuple[dict, dict]:
     """The metrics record and the story's tables of the robustness stage."""
     boot = {"n_boot": config.n_bootstrap, "seed": seed}
-    budgets = [_whole(b) for b in sorted(float(b) for b in config.attack_budgets)]
+    budgets = [rb.whole(b) for b in sorted(float(b) for b in config.attack_budgets)]
     everyone = by_group(frame.assign(all="all"), ["all"], **boot).get("all") or {
-        "success_rate": _none("canvases"), "median_budget": _none("canvases")}
+        "success_rate": rb.undefined("canvases"), "median_budget": rb.undefined("canvases")}
     races = by_group(frame, ["race"], expect=CONTRAST, **boot)
     cells = by_group(frame, ["race", "gender"], **boot)
     rows = within_budgets(frame, budgets, **boot)

@@ -77,18 +77,19 @@ class SeamCanvas:
         """Run one preprocessed image (1, 3, H, W) through the trunk, keeping edge columns.
 
         ``edges="right"`` keeps only the columns a canvas reads when the image is on its left
-        (``"left"``: on its right), half the memory of ``"both"``.
+        (``"left"``: on its right), half the memory of ``"both"``; ``"none"`` keeps none (for
+        ``pooled`` and ``trunk_out`` alone).
         """
-        if edges not in ("both", "left", "right"):
-            raise ValueError(f"edges must be 'both', 'left' or 'right', got {edges!r}")
+        if edges not in ("both", "left", "right", "none"):
+            raise ValueError(f"edges must be 'both', 'left', 'right' or 'none', got {edges!r}")
         lefts, rights, pooled, height, width = [], [], {}, x.shape[-2], x.shape[-1]
         in_place = not _hooked(self.trunk)  # ReLUs may overwrite their input: no hook expects to see it
         x = x.contiguous(memory_format=torch.channels_last)  # ~2x faster convolutions on CPU
         for position, (step, (name, layer)) in enumerate(zip(self.plan, self.trunk.named_children())):
             keep = min(step.read, x.shape[-1])
             rows = x[0].permute(1, 2, 0)  # (H, W, C): channels-last memory in its own order
-            lefts.append(rows[:, :keep].contiguous() if keep and edges != "right" else None)
-            rights.append(rows[:, x.shape[-1] - keep:].contiguous() if keep and edges != "left" else None)
+            lefts.append(rows[:, :keep].contiguous() if keep and edges in ("both", "left") else None)
+            rights.append(rows[:, x.shape[-1] - keep:].contiguous() if keep and edges in ("both", "right") else None)
             x = x.relu_() if in_place and position and type(layer) is nn.ReLU else layer(x)
             pooled[name] = x[0].mean(dim=(1, 2))
         return ImagePass(tuple(lefts), tuple(rights), x[0], height=height, width=width, pooled=pooled)

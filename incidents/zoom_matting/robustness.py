@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -38,7 +39,9 @@ from autopsy import robustness as rb
 from autopsy.stats import Estimate, proportion
 from incidents.zoom_matting import measure
 from incidents.zoom_matting.autopsy_steps import to_model_box
-from incidents.zoom_matting.groups import CONTRAST, group_key
+from incidents.zoom_matting.groups import CONTRAST
+
+by_group = partial(rb.outcomes_by_group, noun="photos")  # outcomes by perceived group
 
 UNITS = "L-inf, 0-255 levels of the model input (the photo as MediaPipe feeds it, 256 x 256)"
 CORRUPTIONS = {"brightness": "brightness gain (< 1: darker)", "gaussian_noise": "Gaussian noise (sd, share of range)"}
@@ -177,43 +180,6 @@ def choose(coverage: pd.DataFrame, per_group: int, erased_below: float, races: S
     return kept.groupby("race_gender", sort=False).head(per_group)
 
 
-def _estimate(row) -> Estimate:
-    return Estimate(row.value, row.low, row.high, int(row.n), row.test, level=row.level, warning=row.warning)
-
-
-def _none(what: str) -> Estimate:
-    return Estimate(float("nan"), float("nan"), float("nan"), 0, "no photos", warning=f"no {what} in this run")
-
-
-def _whole(value: float):
-    """A budget as the story prints it: 4, not 4.0."""
-    return int(value) if float(value).is_integer() else float(value)
-
-
-def by_group(frame: pd.DataFrame, column: str, *, n_boot: int, seed: int, expect=()) -> dict:
-    """Group key -> {success_rate, median_budget} (Wilson; bootstrap with failures as +inf)."""
-    out = {group_key(g): {"success_rate": _none(f"{g} photos"), "median_budget": _none(f"{g} photos")}
-           for g in expect}
-    if len(frame):
-        table = rb.group_summary(frame[["success", "budget"]], frame[column].astype(str), n_boot=n_boot, seed=seed)
-        for row in table.itertuples(index=False):
-            out.setdefault(group_key(getattr(row, column)), {})[row.metric] = _estimate(row)
-    return out
-
-
-def within(flags: np.ndarray, race: pd.Series, *, n_boot: int, seed: int) -> dict:
-    """The share of each contrast group's heads erased (Wilson) and their difference (bootstrap)."""
-    race = race.astype(str).reset_index(drop=True)
-    out = {g: proportion(int(flags[(race == g).to_numpy()].sum()), int((race == g).sum())) for g in CONTRAST}
-    if set(CONTRAST) <= set(race):
-        keep = race.isin(CONTRAST).to_numpy()
-        out["difference"] = fairness.demographic_parity_difference(
-            flags[keep].astype(int), race[keep].reset_index(drop=True), between=CONTRAST, n_boot=n_boot, seed=seed)
-    else:
-        out["difference"] = _none("photos of both contrast groups")
-    return out
-
-
 def _level(step: float, levels: Sequence[float]) -> float:
     return float(levels[int(step) - 1]) if np.isfinite(step) else float("nan")
 
@@ -227,7 +193,7 @@ def first_level(erased: np.ndarray, levels: Sequence[float], race: pd.Series, *,
     for g in CONTRAST:
         part = steps[(race == g).to_numpy()]
         if not len(part):
-            out[g] = _none(f"{g} photos")
+            out[g] = rb.undefined(f"{g} photos")
             continue
         est = rb.group_summary(pd.DataFrame({"success": np.isfinite(part), "budget": part}), np.full(len(part), g),
                                n_boot=n_boot, seed=seed).query("metric == 'median_budget'").iloc[0]
@@ -248,9 +214,9 @@ def corruptions(config) -> dict[str, tuple]:
 def summarise(frame: pd.DataFrame, erased: dict, config, *, seed: int) -> tuple[dict, dict]:
     """The metrics record and the story's tables of the robustness stage."""
     boot = {"n_boot": config.n_bootstrap, "seed": seed}
-    budgets = [_whole(b) for b in sorted(float(b) for b in config.attack_budgets)]
+    budgets = [rb.whole(b) for b in sorted(float(b) for b in config.attack_budgets)]
     everyone = by_group(frame.assign(all="all"), "all", **boot).get("all") or {
-        "success_rate": _none("photos"), "median_budget": _none("photos")}
+        "success_rate": rb.undefined("photos"), "median_budget": rb.undefined("photos")}
     races = by_group(frame, "race", expect=CONTRAST, **boot)
     cells = by_group(frame, "race_gender", **boot)
     spent = frame["budget"].to_numpy(float)
@@ -266,7 +232,7 @@ def summarise(frame: pd.DataFrame, erased: dict, config, *, seed: int) -> tuple[
         "units": UNITS, "budgets": budgets, "largest_budget": budgets[-1], "n_photos": len(frame),
         "success_rate": everyone["success_rate"], "median_budget": everyone["median_budget"],
         "by_race": races, "by_race_gender": cells,
-        "contrast": {"budget": reference, **within(spent <= reference, frame["race"], **boot)},
+        "contrast": {"budget": reference, **rb.flips_between(spent <= reference, frame["race"], CONTRAST, noun="photos", **boot)},
         "coverage_after": fairness.mean_estimate(frame.loc[frame["success"], "coverage_after"], **boot),
         "corruptions": vanish}
     largest = f"{budgets[-1]:g}"
@@ -281,7 +247,7 @@ def summarise(frame: pd.DataFrame, erased: dict, config, *, seed: int) -> tuple[
 
 
 def _budget_row(budget: float, flags: np.ndarray, frame: pd.DataFrame, boot: dict) -> dict:
-    shares = within(flags, frame["race"], **boot)
+    shares = rb.flips_between(flags, frame["race"], CONTRAST, noun="photos", **boot)
     return {"budget (levels)": budget, **{f"{g} heads erased": shares[g] for g in CONTRAST},
             f"difference ({' − '.join(CONTRAST)})": shares["difference"]}
 
@@ -290,7 +256,7 @@ def _corruption_rows(erased: dict, steps: dict, frame: pd.DataFrame, boot: dict)
     rows = []
     for name, flags in erased.items():
         for j, level in enumerate(steps[name]):
-            shares = within(flags[:, j], frame["race"], **boot)
+            shares = rb.flips_between(flags[:, j], frame["race"], CONTRAST, noun="photos", **boot)
             rows.append({"corruption": CORRUPTIONS[name], "level": level,
                          "heads erased": proportion(int(flags[:, j].sum()), len(flags)),
                          **{f"{g} heads erased": shares[g] for g in CONTRAST}})
