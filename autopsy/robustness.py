@@ -977,3 +977,18 @@ def flips_between(flags, groups, between: tuple[str, str], *, n_boot: int = 2000
     else:
         out["difference"] = undefined(f"{noun} of both groups")
     return out
+
+
+def typical_examples(frame: pd.DataFrame, column: str, groups) -> list[int]:
+    """Per group, the row (position) of the flip whose budget is nearest the group's median flip (its first
+    row if none flipped): the examples a figure shows."""
+    picks = []
+    for group in groups:
+        rows = np.flatnonzero((frame[column].astype(str) == group).to_numpy())
+        done = rows[frame["success"].to_numpy(bool)[rows]]
+        if done.size:
+            spent = frame["budget"].to_numpy(float)[done]
+            picks.append(int(done[np.argmin(np.abs(spent - np.median(spent)))]))
+        elif rows.size:
+            picks.append(int(rows[0]))
+    return picks

@@ -171,20 +171,6 @@ def figure_examples(flips: Sequence[Flip], titles: Sequence[str]):
                  "changed just enough to flip the decision, and the change (amplified)")
 
 
-def typical(frame: pd.DataFrame, column: str, between) -> list[int]:
-    """Per contrast group, the flipped decision whose budget is nearest the group's median (else its first)."""
-    picks = []
-    for group in between:
-        rows = np.flatnonzero((frame[column].astype(str) == group).to_numpy())
-        done = rows[frame["success"].to_numpy(bool)[rows]]
-        if done.size:
-            spent = frame["budget"].to_numpy(float)[done]
-            picks.append(int(done[np.argmin(np.abs(spent - np.median(spent)))]))
-        elif rows.size:
-            picks.append(int(rows[0]))
-    return picks
-
-
 # -- the stage -------------------------------------------------------------------------------------------
 
 
@@ -215,7 +201,7 @@ def stage(ctx, candidates, perception, hiring: dict) -> dict:
     frame.to_csv(ctx.out / "robustness.csv", index=False)
     metrics, tables = summarise(frame, config, seed=ctx.seed)
     between = contrast_of(config)
-    picks = typical(frame, config.bias_attribute, between)
+    picks = rb.typical_examples(frame, config.bias_attribute, between)
     drawn = {"robustness_curves.png": figure_curves(frame, config)}
     if picks:
         drawn["robustness.png"] = figure_examples([found[k] for k in picks], [

@@ -275,7 +275,7 @@ def figure_examples(attacks: Sequence[PairAttack], titles: Sequence[str]):
 def draw(network, pairs, frame: pd.DataFrame, config, *, seed: int) -> dict:
     """The stage's figures: typical attacks (re-run at their budget, keeping the images) and the budget curves."""
     budgets = sorted(float(b) for b in config.attack_budgets)
-    picks = typical(frame)
+    picks = rb.typical_examples(frame, "race", CONTRAST)
     layout = Layout(*(p.size for p in pairs[picks[0]])) if picks else None
     picks = [k for k in picks if Layout(*(p.size for p in pairs[k])) == layout]  # one figure, one canvas size
     shown = [attack_pairs(network, [pairs[k]], budgets=(frame.at[k, "budget"] if frame.at[k, "success"] else
@@ -292,20 +292,6 @@ def draw(network, pairs, frame: pd.DataFrame, config, *, seed: int) -> dict:
 
 
 # -- the stage's record ----------------------------------------------------------------------------------
-
-
-def typical(frame: pd.DataFrame) -> list[int]:
-    """Per contrast group, the moved canvas whose budget is nearest the group's median among moves
-    (its first canvas if none moved): the examples the figure shows."""
-    picks = []
-    for race in CONTRAST:
-        part = frame[frame["race"] == race]
-        moved = part[part["success"]]
-        if len(moved):
-            picks.append(int((moved["budget"] - moved["budget"].median()).abs().idxmin()))
-        elif len(part):
-            picks.append(int(part.index[0]))
-    return picks
 
 
 def summarise(frame: pd.DataFrame, flips: pd.DataFrame, config, *, seed: int) -> tuple[dict, dict]:

@@ -304,18 +304,3 @@ def figure_examples(erasures: Sequence[Erasure], titles: Sequence[str]):
                                  titles=list(titles), size=2.4)
     return fig, ("Typical attacks, one per perceived race: the photo as the model sees it, the photo changed just "
                  "enough to erase the head, and the change (amplified)")
-
-
-def typical(frame: pd.DataFrame) -> list[int]:
-    """Per contrast group, the erased head whose budget is nearest the group's median among erasures
-    (its first photo if none was erased): positions in ``frame``."""
-    picks = []
-    for group in CONTRAST:
-        rows = np.flatnonzero((frame["race"].astype(str) == group).to_numpy())
-        done = rows[frame["success"].to_numpy(bool)[rows]]
-        if done.size:
-            spent = frame["budget"].to_numpy(float)[done]
-            picks.append(int(done[np.argmin(np.abs(spent - np.median(spent)))]))
-        elif rows.size:
-            picks.append(int(rows[0]))
-    return picks

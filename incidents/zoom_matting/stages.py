@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from autopsy import robustness as rb
 from autopsy.contract import Findings, Stage
 from autopsy.data import load_image
 from autopsy.engines import chunks
@@ -28,6 +29,7 @@ from incidents.zoom_matting import autopsy_steps, data, measure, models, simulat
 from incidents.zoom_matting import figures as drawn
 from incidents.zoom_matting import groups as group_stats
 from incidents.zoom_matting import robustness as attacks
+from incidents.zoom_matting.groups import CONTRAST
 from incidents.zoom_matting.metrics import InterventionsDesign, Thresholds, ZoomMetrics
 
 
@@ -190,7 +192,7 @@ def robustness(ctx, photos, coverage) -> Part:
     erased = attacks.corruption_curves(segmenter, x[kept], attacks.corruptions(config), seed=ctx.seed, **rule)
     metrics, tables = attacks.summarise(frame, erased, config, seed=ctx.seed)
     metrics["n_erased_on_grid"] = int((~kept).sum())  # kept in the photo's mask, erased on the model's grid
-    picks = attacks.typical(frame)
+    picks = rb.typical_examples(frame, "race", CONTRAST)
     drawn_figures = {"robustness_curves.png": attacks.figure_curves(frame, erased, config),
                      "robustness.png": attacks.figure_examples([found[k] for k in picks], [
                          f"{frame.at[k, 'race_gender']}, " + (f"erased at L∞ {found[k].budget:g}" if found[k].success
