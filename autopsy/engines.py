@@ -153,7 +153,19 @@ def torch_threads(n: int | None):
         torch.set_num_threads(before)
 
 
-class LocalEngine:
+class Engine:
+    """What every engine offers stages: ``map`` (all items, in order) on top of its ``stream`` (shards)."""
+
+    def map(self, func: Callable, items: Sequence, *, setup: Callable | None = None,
+            progress: Callable[[float, str], None] | None = None, desc: str = "items") -> list:
+        """``[func(state, item) for item in items]`` with ``state = setup()`` once per worker; an item that
+        raises stops it."""
+        [(_, results)] = self.stream(func, [(0, items)], setup=setup, progress=progress, desc=desc,
+                                     on_error="stop", skippable=False)
+        return results
+
+
+class LocalEngine(Engine):
     """Everything in this process, one item after another, each with ``threads`` torch threads.
 
     ``threads=None`` leaves torch's own setting (all cores): faster on an idle machine, but the
@@ -165,12 +177,6 @@ class LocalEngine:
     def __init__(self, *, threads: int | None = 1, on_error: str = "stop"):
         self.threads, self.on_error = threads, check_on_error(on_error)
 
-    def map(self, func: Callable, items: Sequence, *, setup: Callable | None = None,
-            progress: Callable[[float, str], None] | None = None, desc: str = "items") -> list:
-        """``[func(state, item) for item in items]`` with ``state = setup()``; an item that raises stops it."""
-        [(_, results)] = self.stream(func, [(0, items)], setup=setup, progress=progress, desc=desc,
-                                     on_error="stop", skippable=False)
-        return results
 
     def stream(self, func: Callable, shards: Sequence[tuple], *, setup: Callable | None = None,
                progress: Callable[[float, str], None] | None = None, desc: str = "items",

@@ -28,7 +28,7 @@ from typing import Callable, Iterator, Sequence
 import ray
 from ray.exceptions import RayActorError
 
-from autopsy.engines import Failed, Progress, apply, as_shards, check_on_error, describe, item_error
+from autopsy.engines import Engine, Failed, Progress, apply, as_shards, check_on_error, describe, item_error
 
 #: The object store a local instance gets: the lab passes photos and small results, not tensors.
 LOCAL_OBJECT_STORE = 1024**3
@@ -68,7 +68,7 @@ class _Worker:
         self.token = self.func = self.state = self.error = None
 
 
-class RayEngine:
+class RayEngine(Engine):
     """Per-item work on Ray actors. Without ``address``, a local Ray instance sized to this machine.
 
     ``num_cpus`` sizes a local instance (default: every core); ``num_workers`` actors (default:
@@ -107,13 +107,6 @@ class RayEngine:
         return {"num_cpus": num_cpus or len(os.sched_getaffinity(0)), "object_store_memory": object_store_memory,
                 "include_dashboard": False, "_node_ip_address": "127.0.0.1",
                 "runtime_env": {"env_vars": {"PYTHONPATH": path}}, **quiet, **extra}
-
-    def map(self, func: Callable, items: Sequence, *, setup: Callable | None = None,
-            progress: Callable[[float, str], None] | None = None, desc: str = "items") -> list:
-        """``[func(state, item) for item in items]``, ``state = setup()`` once per actor; an item that raises stops it."""
-        [(_, results)] = self.stream(func, [(0, items)], setup=setup, progress=progress, desc=desc,
-                                     on_error="stop", skippable=False)
-        return results
 
     def stream(self, func: Callable, shards: Sequence[tuple], *, setup: Callable | None = None,
                progress: Callable[[float, str], None] | None = None, desc: str = "items",
