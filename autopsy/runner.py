@@ -130,6 +130,7 @@ def _run(incident: Incident, config: Config, paths: RunPaths, key: str, resume: 
             run_id=f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}",
             stages=timings, runtime_seconds=time.perf_counter() - started,
             engine=getattr(engine, "name", "local"), carbon=carbon.carbon_section(measured.record))
+        record["threads"] = threads.current()
         _publish(paths, partial, record)
         progress(1.0, "done")
         return record

@@ -33,6 +33,8 @@ def main() -> None:
         result = subprocess.run([sys.executable, "-m", "autopsy.cli", "run", args.slug, "--params", args.params,
                                  "--out", out], capture_output=True, text=True)
         wall = time.perf_counter() - started
+        metrics = Path(out) / "metrics" / f"{args.slug}.json"
+        run = json.loads(metrics.read_text()) if metrics.is_file() else {}
     if result.returncode != 0:
         sys.exit(f"the run failed:\n{result.stderr[-3000:]}")
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -42,6 +44,7 @@ def main() -> None:
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(), "machine": platform.machine(),
         "measured": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "threads": run.get("threads"), "stages": {s["stage"]: s["seconds"] for s in run.get("stages", [])},
         "progress_log": result.stderr.strip().splitlines()[-14:],
     }
     destination = REPO / "benchmarks" / "results" / f"quick_profile_{args.slug}.json"
