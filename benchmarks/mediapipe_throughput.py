@@ -39,22 +39,41 @@ from autopsy.models import face_landmarker as fl
 from autopsy.models import mediapipe as mp
 from autopsy.models.tflite import load_tflite
 
-ROUND_SECONDS = 0.4
-ROUNDS = 7
+ROUND_SECONDS = 0.25
+ROUNDS = 15
 BATCHES = (1, 16)
 
 
-def rate(fn, images: int) -> float:
-    """Median images/s over short rounds (on a shared machine the median drops load bursts)."""
-    fn()  # warm up
-    samples = []
+def rates(fns: dict, images: int) -> dict[str, list[float]]:
+    """images/s of each callable in each of ``ROUNDS`` rounds that alternate between them.
+
+    Alternating round by round (not call by call) lets load bursts on a shared machine hit every
+    runtime alike, while each round is long enough that one runtime's waiting workers (XNNPACK's,
+    OpenMP's) have gone quiet before the next is timed; each round starts with an untimed call.
+    """
+    samples = {name: [] for name in fns}
     for _ in range(ROUNDS):
-        runs, start = 0, time.perf_counter()
-        while time.perf_counter() - start < ROUND_SECONDS or runs < 2:
+        for name, fn in fns.items():
             fn()
-            runs += 1
-        samples.append(images * runs / (time.perf_counter() - start))
-    return float(np.median(samples))
+            runs, start = 0, time.perf_counter()
+            while time.perf_counter() - start < ROUND_SECONDS or runs < 2:
+                fn()
+                runs += 1
+            samples[name].append(images * runs / (time.perf_counter() - start))
+    return samples
+
+
+def ratio(ours: list[float], reference: list[float]) -> dict:
+    """Median of the round-by-round ratios, with a distribution-free 95% interval for the median
+    (order statistics, binomial(n, 1/2)): the ratio's noise on a shared machine, stated."""
+    from scipy.stats import binom
+
+    ratios = np.sort(np.asarray(ours) / np.asarray(reference))
+    n = len(ratios)
+    k = int(binom.ppf(0.025, n, 0.5))  # P(#below the median <= k) ~ 2.5%
+    return {"median": round(float(np.median(ratios)), 3), "ci95": [round(float(ratios[max(k - 1, 0)]), 3),
+            round(float(ratios[min(n - k, n - 1)]), 3)], "n_rounds": n,
+            "test": "order-statistic interval for the median of paired round ratios"}
 
 
 def reference_runner(data: bytes, batch: np.ndarray, n_threads: int):
@@ -87,7 +106,8 @@ def reference_runner(data: bytes, batch: np.ndarray, n_threads: int):
     if "invokes" in mode:
         def run():
             parts = [run_one(image[None]) for image in batch]
-            return [np.concatenate(p) for p in zip(*parts)]
+            # outputs with a batch axis of 1 are joined along it; those without one (blendshapes) are stacked
+            return [np.concatenate(p) if p[0].shape[:1] == (1,) else np.stack(p) for p in zip(*parts)]
     else:
         def run():
             return run_one(batch)
@@ -144,16 +164,13 @@ def main() -> dict:
                 outs = fn()
                 outs = outs if isinstance(outs, tuple) else (outs,)
                 diffs[engine] = max(float(np.abs(to_reference_layout(o) - r).max()) for o, r in zip(outs, reference))
-            # Each runtime is timed on its own, round after round: XNNPACK's and OpenMP's workers
-            # both spin while waiting, and interleaving them call by call would time the spinning.
-            timed = {}
-            for engine, fn in (("reference", run_reference), ("lab", run_lab), ("torch", run_torch)):
-                gc.collect()
-                timed[engine] = rate(fn, batch_size)
+            gc.collect()
+            samples = rates({"reference": run_reference, "lab": run_lab, "torch": run_torch}, batch_size)
+            timed = {k: float(np.median(v)) for k, v in samples.items()}
             entry[f"batch_{batch_size}"] = {
                 **{f"{k}_images_per_s": round(v, 1) for k, v in timed.items()},
-                "lab_over_reference": round(timed["lab"] / timed["reference"], 3),
-                "torch_over_reference": round(timed["torch"] / timed["reference"], 3),
+                "lab_over_reference": ratio(samples["lab"], samples["reference"]),
+                "torch_over_reference": ratio(samples["torch"], samples["reference"]),
                 "reference_batching": mode,
                 "lab_engine": lab.engine,
                 "max_abs_diff_from_reference": diffs,
@@ -170,7 +187,7 @@ def main() -> dict:
         "machine": f"{platform.machine()} {platform.processor() or ''} ({os.cpu_count()} CPUs visible)".strip(),
         "inputs": "first 16 FairFace-context photos, preprocessed as the wrappers do (Face Landmarker: a central "
                   "crop; blendshapes: random points)",
-        "timing": f"median of {ROUNDS} rounds of >= {ROUND_SECONDS} s per runtime, one runtime at a time",
+        "timing": f"median of {ROUNDS} rounds of >= {ROUND_SECONDS} s per runtime, runtimes alternating round by round",
         "load_average_start": [round(v, 2) for v in load_start],
         "load_average_end": [round(v, 2) for v in os.getloadavg()],
         "results": results,

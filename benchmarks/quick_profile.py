@@ -4,7 +4,7 @@ Runs ``autopsy run SLUG --params params.yaml`` in a child process (so imports co
 do for a user) with torch limited to the machine's cores, and records the wall time, the peak
 resident memory of the child and the machine's load, into benchmarks/results/quick_profile_<slug>.json.
 
-    AUTOPSY_MIRROR=../shared/mirror python benchmarks/quick_profile.py twitter_crop
+    AUTOPSY_MIRROR=../shared/mirror python benchmarks/quick_profile.py twitter_crop [--keep-metrics FILE]
 """
 
 import argparse
@@ -26,6 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("slug")
     parser.add_argument("--params", default=str(REPO / "params.yaml"))
+    parser.add_argument("--keep-metrics", metavar="FILE", help="also copy the run's metrics JSON here (to compare runs)")
     args = parser.parse_args()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as out:
@@ -35,6 +36,8 @@ def main() -> None:
         wall = time.perf_counter() - started
         metrics = Path(out) / "metrics" / f"{args.slug}.json"
         run = json.loads(metrics.read_text()) if metrics.is_file() else {}
+        if args.keep_metrics and metrics.is_file():
+            Path(args.keep_metrics).write_text(metrics.read_text())
     if result.returncode != 0:
         sys.exit(f"the run failed:\n{result.stderr[-3000:]}")
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss

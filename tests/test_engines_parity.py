@@ -58,6 +58,37 @@ def test_litert_engine_equals_the_torch_port_batched(stem, photos):
             within_tolerance(stem, name, g, w, probability=True)
 
 
+@pytest.mark.parametrize("member", ["face_landmarks_detector.tflite", "face_blendshapes.tflite"])
+def test_face_landmarker_models_through_litert(member):
+    """The hiring incident's Face Landmarker models: the blendshape file drops the batch axis (a
+    STRIDED_SLICE takes item 0); the engine keeps it, as the port does, one face per invoke."""
+    from autopsy.models import face_landmarker as fl
+
+    data = fl.read_member(fl.FACE_LANDMARKER_V2, member)
+    fast, port = load_tflite(data, engine="auto"), load_tflite(data)
+    generator = torch.Generator().manual_seed(0)
+    if member == "face_blendshapes.tflite":
+        x = torch.rand(3, 146, 2, generator=generator) * 140 + 60  # landmark points in crop pixels
+    else:
+        x = torch.rand(3, 3, 192, 192, generator=generator)
+    with torch.inference_mode():
+        for batch in (x, x[:1]):
+            for name, g, w in zip(fast.output_names, as_tuple(fast(batch)), as_tuple(port(batch))):
+                assert g.shape == w.shape
+                within_tolerance(member, name, g, w, probability=member == "face_blendshapes.tflite")
+
+
+def test_a_model_built_in_inference_mode_still_checks_its_weights():
+    """Tensors made in inference_mode count no writes; the engine then compares their values."""
+    path = fetch(mp.ASSETS["face_detection_short_range"])
+    with torch.inference_mode():
+        model = load_tflite(path, engine="auto")
+        x = torch.rand(1, 3, 128, 128)
+        assert model._reference_for((x,), model.output_names) is not None
+        next(iter(model.parameters())).mul_(0.5)
+        assert model._reference_for((x,), model.output_names) is None
+
+
 def test_segmenter_intermediates_come_from_litert_too(photos):
     segmenter = mp.SelfieSegmenter("general")
     x = torch.cat([segmenter.preprocess(p) for p in photos])

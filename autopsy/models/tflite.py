@@ -37,6 +37,7 @@ flatbuffer, raises :class:`TFLiteConversionError` naming the operator and the fi
 from __future__ import annotations
 
 import json
+import operator
 import os
 import re
 from pathlib import Path
@@ -1034,7 +1035,7 @@ class TFLiteModule(nn.Module):
         state = self.__dict__.get("_state")
         if state is None or state.registrations != _REGISTRATIONS[0]:
             state = self.__dict__["_state"] = _WeightState(self)
-        if any(m._forward_hooks or m._forward_pre_hooks for m in state.modules):
+        if any(state.hooks):
             return None  # a hook (probe, Grad-CAM) must see the pass
         return reference if state.unchanged(reference) else None
 
@@ -1088,13 +1089,17 @@ class _WeightState:
         self.registrations = _REGISTRATIONS[0]
         self.modules = [module, module.ops, *module.ops.values()]  # op modules hold their tensors directly
         self.tensors = [t for m in self.modules for d in (m._parameters, m._buffers) for t in d.values() if t is not None]
+        self.hooks = [d for m in self.modules for d in (m._forward_hooks, m._forward_pre_hooks)]  # registering fills these
+        self.untracked = any(t.is_inference() for t in self.tensors)
         self.module, self.seen, self.differs = module, None, None
 
     def __deepcopy__(self, memo):
         return None  # a copy makes its own state on its first pass
 
     def unchanged(self, reference: "LiteRTEngine") -> bool:
-        versions = [(t._version, t.data_ptr()) for t in self.tensors]
+        if self.untracked:  # inference tensors (made in inference_mode) count no writes: compare values
+            return _state_digest(self.module) == reference.digest
+        versions = (list(map(_VERSION, self.tensors)), list(map(torch.Tensor.data_ptr, self.tensors)))
         if versions == self.seen:
             return True
         if versions == self.differs:
@@ -1105,6 +1110,9 @@ class _WeightState:
         else:
             self.differs = versions
         return same
+
+
+_VERSION = operator.attrgetter("_version")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1163,6 +1171,7 @@ class LiteRTEngine:
         self.inputs = list(module.input_names)
         self.interpreters: dict[int, object] = {}
         self.digest = _state_digest(module)
+        self.batchless = _batchless_tensors(module)
 
     def __deepcopy__(self, memo):
         return self  # a copy of the module shares the engine; its weights are checked at each pass
@@ -1178,19 +1187,22 @@ class LiteRTEngine:
             return {n: torch.cat([part[n] for part in parts]) for n in names}
         interpreter, input_indices = runner
         for index, tensor in zip(input_indices, inputs):
-            array = tensor.detach().numpy()
-            if array.ndim == 4 and array.shape[1] <= 4:  # an image: write its planes into LiteRT's NHWC buffer
-                buffer = interpreter.tensor(index)()
-                for c in range(array.shape[1]):  # plane by plane: 2-4x faster than one transposing copy
-                    buffer[..., c] = array[:, c]
+            tensor = tensor.detach()
+            nhwc = tensor.permute(0, 2, 3, 1) if tensor.dim() == 4 else tensor
+            if nhwc.is_contiguous():  # channels-last images and plain vectors: one memcpy
+                interpreter.set_tensor(index, nhwc.numpy())
+            else:  # NCHW: plane by plane into LiteRT's buffer (numpy, single-threaded: torch's copy
+                # wakes OpenMP workers that then spin beside XNNPACK's, 10-40% slower passes)
+                buffer, planes = interpreter.tensor(index)(), tensor.numpy()
+                for c in range(planes.shape[1]):
+                    buffer[..., c] = planes[:, c]
                 del buffer  # LiteRT's own memory: no reference may outlive this pass
-            else:
-                nhwc = tensor.detach().permute(0, 2, 3, 1) if tensor.dim() == 4 else tensor.detach()
-                interpreter.set_tensor(index, nhwc.contiguous().numpy())
         interpreter.invoke()
         found = {}
         for name in names:
             out = torch.from_numpy(interpreter.get_tensor(self.index[name]))  # a copy: LiteRT reuses its buffers
+            if name in self.batchless:  # the file dropped the batch axis; the port keeps it (one image per invoke)
+                out = out.unsqueeze(0)
             found[name] = out.permute(0, 3, 1, 2) if out.dim() == 4 else out  # NCHW, channels-last in memory
         return found
 
@@ -1212,12 +1224,23 @@ class LiteRTEngine:
                     if detail["shape"][0] != batch:
                         interpreter.resize_tensor_input(detail["index"], [batch, *detail["shape"][1:]], strict=False)
                 interpreter.allocate_tensors()
-                shapes_ok = all(interpreter.get_tensor(self.index[n]).shape[0] == batch
+                shapes_ok = all(interpreter.get_tensor(self.index[n]).shape[0] == batch and n not in self.batchless
                                 for n in [*self.outputs, *self.extra])
             except (RuntimeError, ValueError):
                 shapes_ok = False
             self.interpreters[batch] = (interpreter, [d["index"] for d in inputs]) if shapes_ok or batch == 1 else None
         return self.interpreters[batch]
+
+
+def _batchless_tensors(module: TFLiteModule) -> set[str]:
+    """Tensors that lost the batch axis in the file: downstream of a STRIDED_SLICE that shrinks axis 0
+    (the blendshape model's output takes item 0 of its batch). The port keeps the axis; so must the engine."""
+    lost: set[str] = set()
+    for op in module.ops.values():
+        shrinks_batch = isinstance(op, StridedSlice) and op.options["shrink_axis_mask"] & 1
+        if shrinks_batch or any(name in lost for name in op.input_names):
+            lost.update(op.output_names)
+    return lost
 
 
 def _tensor_indices(data: bytes) -> dict[str, int]:
