@@ -2,12 +2,12 @@
 
 A stage hands its unit of work to the engine as ``ctx.map(func, items, setup=...)``: ``setup()``
 builds what every item needs (a model) once per worker, ``func(state, item)`` computes one item.
-Engines return results in the order of ``items`` and compute every item with the same number of
-torch threads (``threads``, default 1: torch's parallel reductions add in an order that depends
-on it), so a run's numbers do not depend on the engine, as long as ``func`` draws no random
-numbers of its own (pass a seed in the item instead). Parallelism comes from items side by side
-on Ray workers; one thread per item is also the fastest on a busy machine (see
-``benchmarks/results/ray_scale_plan.md``).
+Engines return results in the order of ``items``. The local engine computes items with the run's
+threads (:mod:`autopsy.threads`: the free cores); Ray workers with one thread each, side by side.
+torch's parallel reductions may add in an order that depends on the thread count, so bitwise
+equality between engines needs ``LocalEngine(threads=1)``; in practice the incidents' metrics
+come out identical either way (the Twitter quick profile: 0 differences between 1 and 2 threads),
+as long as ``func`` draws no random numbers of its own (pass a seed in the item instead).
 
 Big per-image passes go through :func:`autopsy.shards.map_shards`, which uses :meth:`stream`:
 shards of items come back one by one as they finish, each saved before the next is awaited.
@@ -168,13 +168,14 @@ class Engine:
 class LocalEngine(Engine):
     """Everything in this process, one item after another, each with ``threads`` torch threads.
 
-    ``threads=None`` leaves torch's own setting (all cores): faster on an idle machine, but the
-    last digits of the numbers may then differ from a Ray run's.
+    ``threads=None`` (the default) keeps the run's setting (:func:`autopsy.threads.configure`: the
+    free cores), so a two-core machine uses both in the heaviest stages (the Twitter trials ran
+    1.45x faster than with one thread); ``threads=1`` matches a Ray worker bit for bit.
     """
 
     name = "local"
 
-    def __init__(self, *, threads: int | None = 1, on_error: str = "stop"):
+    def __init__(self, *, threads: int | None = None, on_error: str = "stop"):
         self.threads, self.on_error = threads, check_on_error(on_error)
 
 

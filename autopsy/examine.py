@@ -204,9 +204,8 @@ def examine(
                                           steps=faithfulness_steps, n_random=n_random, seed=check_seed,
                                           batch_size=faithfulness_batch)
     report(0.7, "feature visualisation")
-    renders = {title: featviz.render(model, objective, size=featviz_size, steps=featviz_steps, seed=seed,
-                                     preprocess=preprocess)
-               for title, objective in (objectives or {}).items()}
+    renders = featviz.render_each(model, dict(objectives or {}), size=featviz_size, steps=featviz_steps, seed=seed,
+                                  preprocess=preprocess)
     report(0.9, "probes with a control task")
     found = {name: _probe(features, labels, cv=probe_cv, seed=seed) for name, (features, labels) in (probes or {}).items()}
     report(1.0, "done")

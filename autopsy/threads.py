@@ -81,8 +81,8 @@ def _cpu_times() -> dict[int, tuple[int, int]] | None:
 def busy_cores(seconds: float = SAMPLE_SECONDS) -> float:
     """How many of this process's cores other processes keep busy, sampled over ``seconds``.
 
-    The caller sleeps while sampling, so the busy time is the others'. Without /proc, the
-    1-minute load average stands in.
+    The caller sleeps while sampling; CPU time this process's other threads spend meanwhile is
+    taken off, so the busy time is the others'. Without /proc, the 1-minute load average stands in.
     """
     try:
         allowed = os.sched_getaffinity(0)
@@ -94,20 +94,27 @@ def busy_cores(seconds: float = SAMPLE_SECONDS) -> float:
             return float(os.getloadavg()[0])
         except (AttributeError, OSError):
             return 0.0
+    own = time.process_time()
     time.sleep(seconds)
     after = _cpu_times() or {}
+    own = (time.process_time() - own) * os.sysconf("SC_CLK_TCK")  # jiffies, as /proc/stat counts
     busy = total = 0
     for cpu, (b0, t0) in before.items():
         if (allowed is None or cpu in allowed) and cpu in after:
             busy += after[cpu][0] - b0
             total += after[cpu][1] - t0
     cores = len(allowed) if allowed else len(before)
-    return cores * busy / total if total > 0 else 0.0
+    return cores * max(0.0, busy - own) / total if total > 0 else 0.0
+
+
+#: A core counts as taken when others keep it this busy: a CPU-bound competitor shows ~1.0; a
+#: short command that happens to run during the sample (a shell, git) shows a fraction.
+TAKEN = 0.75
 
 
 def free_cores() -> int:
-    """Usable cores less those other processes keep busy (rounded to the nearest core), at least 1."""
-    return max(1, usable_cores() - round(busy_cores()))
+    """Usable cores less those other processes keep busy (a core counts from :data:`TAKEN`), at least 1."""
+    return max(1, usable_cores() - math.floor(busy_cores() + 1 - TAKEN))
 
 
 def decide(threads: int | None = None) -> tuple[int, str]:

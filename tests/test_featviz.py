@@ -60,3 +60,16 @@ def test_direction_on_conv_and_linear_layers():
     assert a.shape == (16, 16, 3) and b.shape == (2, 16, 16, 3)
     with pytest.raises(ValueError, match="3 channels"):
         direction(model, "4", [1.0, 2.0], size=16, steps=1)
+
+
+def test_render_each_optimises_every_image_for_its_own_objective():
+    from autopsy.featviz import render_each
+
+    model = _small_cnn().eval()
+    found = render_each(model, {"channel 1": "2:1", "channel 5": "2:5"}, size=24, steps=40, transforms=None)
+    assert list(found) == ["channel 1", "channel 5"] and all(im.shape == (24, 24, 3) for im in found.values())
+    act = lambda im, c: model(torch.tensor(im, dtype=torch.float32).permute(2, 0, 1)[None])[0, c].mean().item()
+    assert act(found["channel 1"], 1) > act(found["channel 5"], 1)  # each image raises its own channel ...
+    assert act(found["channel 5"], 5) > act(found["channel 1"], 5)  # ... more than the other image does
+    assert render_each(model, {}, size=24, steps=1) == {}
+    assert _no_hooks(model)

@@ -211,11 +211,15 @@ def _taps(start: np.ndarray, n_taps: int, n_in: int) -> np.ndarray:
 
 def _shrink_axis(rgb: np.ndarray, n_out: int, axis: int) -> np.ndarray:
     start, weight = _shrink_kernel(rgb.shape[axis], n_out)
-    fixed = (weight * np.float32(65536)).astype(np.int64)
-    taps = np.take(rgb, _taps(start, weight.shape[1], rgb.shape[axis]), axis=axis).astype(np.int64)
-    shape = [1] * taps.ndim
-    shape[axis], shape[axis + 1] = fixed.shape
-    total = (taps * fixed.reshape(shape)).sum(axis + 1)
+    fixed = (weight * np.float32(65536)).astype(np.int32)
+    taps = _taps(start, weight.shape[1], rgb.shape[axis])
+    shape = [1] * rgb.ndim
+    shape[axis] = n_out
+    # Tap by tap (no (..., n_out, taps, ...) temporary: ~3x faster). Integer sums are exact in any
+    # order, and |255 * 65536 * 12| < 2**31, so int32 holds them.
+    total = np.zeros([n_out if a == axis else d for a, d in enumerate(rgb.shape)], np.int32)
+    for k in range(weight.shape[1]):
+        total += np.take(rgb, taps[:, k], axis=axis).astype(np.int32) * fixed[:, k].reshape(shape)
     return np.clip((total + (1 << 15) - 1) >> 16, 0, 255).astype(np.uint8)
 
 

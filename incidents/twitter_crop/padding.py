@@ -33,18 +33,20 @@ def left_wins(network, left: Image.Image, right: Image.Image, pixels: int = 0) -
     return outcome(scores, Layout((left.width + pixels, left.height), right.size)).left_wins_max
 
 
-def probe(network, pairs: list[tuple[Image.Image, Image.Image, str, str]], widths, progress=None) -> pd.DataFrame:
+def probe(network, pairs: list[tuple[Image.Image, Image.Image, str, str]], widths, progress=None, *,
+          before=None) -> pd.DataFrame:
     """One row per canvas and padding width: the winner's group without and with padding.
 
-    ``pairs`` holds (left photo, right photo, left group, right group).
+    ``pairs`` holds (left photo, right photo, left group, right group); ``before`` (optional) whether
+    the left photo wins each unpadded canvas, where the caller has already scored them (the trials).
     """
     rows = []
     for k, (left, right, left_group, right_group) in enumerate(pairs):
-        before = left_wins(network, left, right)
+        before_k = left_wins(network, left, right) if before is None else bool(before[k])
         for width in widths:
             after = left_wins(network, left, right, width)
-            rows.append({"canvas": k, "padding": width, "winner_before": left_group if before else right_group,
-                         "winner_after": left_group if after else right_group, "flipped": after != before})
+            rows.append({"canvas": k, "padding": width, "winner_before": left_group if before_k else right_group,
+                         "winner_after": left_group if after else right_group, "flipped": after != before_k})
         if progress:
             progress((k + 1) / len(pairs), f"{k + 1}/{len(pairs)} canvases")
     return pd.DataFrame(rows)

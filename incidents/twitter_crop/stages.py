@@ -190,7 +190,8 @@ def padding(ctx, photos: Photos, trials: dict) -> dict:
                   & (frame["first"].str[0] != frame["second"].str[0])].head(ctx.config.padding_canvases)
     sized = photos.sized(first, ctx.config.fixed_height)
     pairs = [(sized[t.first_image], sized[t.second_image], t.first, t.second) for t in cross.itertuples()]
-    probed = pad.probe(model.build_model(), pairs, ctx.config.padding_pixels, progress=ctx.progress)
+    probed = pad.probe(model.build_model(), pairs, ctx.config.padding_pixels, progress=ctx.progress,
+                       before=cross["first_wins_max"].to_numpy())  # the published order: the first photo is left
     rows = pad.table(probed)
     return {"metrics": {"setting": first, "n_canvases": len(pairs),
                         "by_padding": {str(r["padding (px)"]): r for r in rows}}, "table": rows}
