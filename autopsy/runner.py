@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from autopsy import carbon
+from autopsy import carbon, threads
 from autopsy.contract import Config, Findings, Incident
 from autopsy.engines import LocalEngine
 from autopsy.runs import RunPaths, build_record, write_json_atomic
@@ -86,8 +86,6 @@ def run(incident: Incident, config: Config | None = None, *, out_root=".", resum
 def _run(incident: Incident, config: Config, paths: RunPaths, key: str, resume: bool, engine, progress) -> dict:
     import torch
 
-    from autopsy import threads
-
     threads.configure()  # torch, LiteRT and ONNX Runtime use the cores that are free now (or $AUTOPSY_THREADS)
     with _lock(paths):
         partial = _prepare_partial(paths, key, resume)
@@ -101,7 +99,7 @@ def _run(incident: Incident, config: Config, paths: RunPaths, key: str, resume: 
         mode = "process" if getattr(engine, "name", "local") == "local" else "machine"  # Ray workers are other processes
         with carbon.measure_emissions(country=config.carbon_country, tracking_mode=mode) as measured, \
                 _tidy_on_failure(partial, paths):
-            for stage in incident.stages:
+            for position, stage in enumerate(incident.stages):
                 base, share = done / total, stage.share / total
                 ctx.report = lambda f, m, base=base, share=share, name=stage.name: progress(
                     base + share * f, f"{name}: {m}" if m else name)
@@ -118,6 +116,7 @@ def _run(incident: Incident, config: Config, paths: RunPaths, key: str, resume: 
                 timings.append({"stage": stage.name, "seconds": round(time.perf_counter() - t0, 2),
                                 "resumed": resumed})
                 done += stage.share
+                _release_unread(outputs, incident.stages[position + 1:])
         findings = outputs[incident.stages[-1].name]
         if not isinstance(findings, Findings):
             raise RunError(f"{incident.slug}: the last stage {incident.stages[-1].name!r} must return Findings, "
@@ -137,6 +136,19 @@ def _run(incident: Incident, config: Config, paths: RunPaths, key: str, resume: 
 
 
 # -- the run's own folder ------------------------------------------------------------------------------
+
+
+def _release_unread(outputs: dict, later) -> None:
+    """Drop the outputs no later stage reads (a stage's photos or masks can hold a gigabyte);
+    the last stage's own output is kept: it is the run's findings."""
+    if not later:
+        return
+    read = {name for stage in later for name in stage.needs}
+    unread = [n for n in outputs if n not in read]
+    for name in unread:
+        del outputs[name]
+    if unread:
+        threads.release_freed_memory()
 
 
 def _prepare_partial(paths: RunPaths, key: str, resume: bool) -> Path:

@@ -16,8 +16,6 @@ file (Twitter's notebook saved it with PIL's defaults) and rounded its resize to
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import functools
 import tempfile
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from autopsy import threads
 from incidents.twitter_crop import model
 from incidents.twitter_crop.seam import SeamCanvas
 
@@ -211,7 +210,7 @@ class CanvasScorer:
         if key not in self._passes:
             self._passes[key] = self._seam(layout).image_pass(layout.alone_input(self.tensor(i), side))
             if len(self._passes) % self.TRIM_EVERY == 0:
-                release_freed_memory()
+                threads.release_freed_memory()
         return self._passes[key]
 
     def _part(self, i, layout: Layout, side: str) -> torch.Tensor:
@@ -265,7 +264,7 @@ class CanvasScorer:
         self._parts.clear()
         self._grids.clear()
         self._pooled.clear()
-        release_freed_memory()
+        threads.release_freed_memory()
 
 
 def pair(network, left: Image.Image, right: Image.Image) -> tuple[model.SaliencyGrid, Outcome]:
@@ -287,15 +286,3 @@ def binary_winner(left: Image.Image, right: Image.Image) -> tuple[bool, tuple[in
         canvas.save(path)
         point = model.saliency_map(path).point
     return point[0] < left.width, point
-
-
-def release_freed_memory() -> None:
-    """Hand freed heap pages back to the system (glibc ``malloc_trim``; a no-op elsewhere).
-
-    Each photo's pass frees its activations but keeps a few edge columns; the kept pieces pin the
-    freed heap, and resident memory grows with every photo unless it is trimmed now and then.
-    """
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
