@@ -7,6 +7,7 @@ the result is a dict keyed by slug. A package without ``INCIDENT`` is skipped.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pkgutil
 import os
 
@@ -44,7 +45,16 @@ def discover(package: str | None = None) -> dict[str, Incident]:
 
 
 def get(slug: str, incidents: dict[str, Incident] | None = None) -> Incident:
-    incidents = discover() if incidents is None else incidents
+    """The incident called ``slug``: from ``incidents``, else its own package when the package is
+    named after the slug (importing one incident, not all: a run starts ~1.5 s sooner), else by
+    :func:`discover`."""
+    if incidents is None:
+        package = os.environ.get(PACKAGE_ENV) or "incidents"
+        if slug.isidentifier() and importlib.util.find_spec(f"{package}.{slug}") is not None:
+            incident = getattr(importlib.import_module(f"{package}.{slug}"), "INCIDENT", None)
+            if isinstance(incident, Incident) and incident.slug == slug:
+                return incident
+        incidents = discover()
     if slug not in incidents:
         known = ", ".join(sorted(incidents)) or "none"
         raise RegistryError(f"no incident called {slug!r}; known incidents: {known} (see `autopsy list`)")
