@@ -21,7 +21,7 @@ def offline_lab(tmp_path_factory):
     """
     from autopsy import threads
 
-    mirror = Path(os.environ.get("AUTOPSY_MIRROR", DEFAULT_MIRROR))
+    mirror = Path(os.environ.get("AUTOPSY_MIRROR", DEFAULT_MIRROR)).resolve()  # notebooks' kernels run elsewhere
     if not (mirror / "SHA256SUMS").is_file():
         pytest.exit(f"the asset mirror was not found at {mirror}; set AUTOPSY_MIRROR", returncode=2)
     os.environ["AUTOPSY_MIRROR"] = str(mirror)

@@ -1189,14 +1189,16 @@ class LiteRTEngine:
         for index, tensor in zip(input_indices, inputs):
             tensor = tensor.detach()
             nhwc = tensor.permute(0, 2, 3, 1) if tensor.dim() == 4 else tensor
-            if nhwc.is_contiguous():  # channels-last images and plain vectors: one memcpy
-                interpreter.set_tensor(index, nhwc.numpy())
+            if nhwc.is_contiguous() or tensor.dim() != 4:  # channels-last images and other tensors: a memcpy
+                interpreter.set_tensor(index, nhwc.contiguous().numpy())
             else:  # NCHW: plane by plane into LiteRT's buffer (numpy, single-threaded: torch's copy
                 # wakes OpenMP workers that then spin beside XNNPACK's, 10-40% slower passes)
                 buffer, planes = interpreter.tensor(index)(), tensor.numpy()
-                for c in range(planes.shape[1]):
-                    buffer[..., c] = planes[:, c]
-                del buffer  # LiteRT's own memory: no reference may outlive this pass
+                try:
+                    for c in range(planes.shape[1]):
+                        buffer[..., c] = planes[:, c]
+                finally:
+                    del buffer  # LiteRT's own memory: no reference may outlive this pass (nor an error)
         interpreter.invoke()
         found = {}
         for name in names:
