@@ -34,7 +34,9 @@ from autopsy.assets import fetch
 from autopsy.data import FAIRFACE_CONTEXT, load_image
 from autopsy.models import keras_h5 as k
 
-from mediapipe_throughput import BATCHES, ROUND_SECONDS, ROUNDS, ratio, rates  # one timing rule for every port
+from timing import ROUND_SECONDS, ROUNDS, rates, ratio  # one timing rule for every port
+
+BATCHES = (1, 16)
 
 
 def faces(n: int = 16) -> list:

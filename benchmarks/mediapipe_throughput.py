@@ -26,7 +26,6 @@ import gc
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
@@ -38,42 +37,9 @@ from autopsy.data import FAIRFACE_CONTEXT, load_image
 from autopsy.models import face_landmarker as fl
 from autopsy.models import mediapipe as mp
 from autopsy.models.tflite import load_tflite
+from timing import ROUND_SECONDS, ROUNDS, rates, ratio  # noqa: E402 - benchmarks/ is the script's folder
 
-ROUND_SECONDS = 0.25
-ROUNDS = 15
 BATCHES = (1, 16)
-
-
-def rates(fns: dict, images: int) -> dict[str, list[float]]:
-    """images/s of each callable in each of ``ROUNDS`` rounds that alternate between them.
-
-    Alternating round by round (not call by call) lets load bursts on a shared machine hit every
-    runtime alike, while each round is long enough that one runtime's waiting workers (XNNPACK's,
-    OpenMP's) have gone quiet before the next is timed; each round starts with an untimed call.
-    """
-    samples = {name: [] for name in fns}
-    for _ in range(ROUNDS):
-        for name, fn in fns.items():
-            fn()
-            runs, start = 0, time.perf_counter()
-            while time.perf_counter() - start < ROUND_SECONDS or runs < 2:
-                fn()
-                runs += 1
-            samples[name].append(images * runs / (time.perf_counter() - start))
-    return samples
-
-
-def ratio(ours: list[float], reference: list[float]) -> dict:
-    """Median of the round-by-round ratios, with a distribution-free 95% interval for the median
-    (order statistics, binomial(n, 1/2)): the ratio's noise on a shared machine, stated."""
-    from scipy.stats import binom
-
-    ratios = np.sort(np.asarray(ours) / np.asarray(reference))
-    n = len(ratios)
-    k = int(binom.ppf(0.025, n, 0.5))  # P(#below the median <= k) ~ 2.5%
-    return {"median": round(float(np.median(ratios)), 3), "ci95": [round(float(ratios[max(k - 1, 0)]), 3),
-            round(float(ratios[min(n - k, n - 1)]), 3)], "n_rounds": n,
-            "test": "order-statistic interval for the median of paired round ratios"}
 
 
 def reference_runner(data: bytes, batch: np.ndarray, n_threads: int):

@@ -7,7 +7,7 @@ and 512x512) and batch size (1, 16) it times, on the same random inputs:
 
 - ``lab``: the port as the lab runs it, ``net(x)`` in ``torch.inference_mode`` (channels-last
   convolutions, ReLUs in place, a batch taken a few images at a time to stay in cache);
-- ``torch_nchw``: the port as it ran before (plain NCHW tensors through ``net.layers``), for scale;
+- ``torch_nchw`` (``--with-nchw``): the port as it ran before (plain NCHW tensors through ``net.layers``), for scale;
 - ``onnxruntime``: ONNX Runtime (CPUExecutionProvider) on an ONNX export of the port.
 
 ``lab_over_onnxruntime`` is the ratio the lab keeps >= 1.0. Runtimes alternate round by round
@@ -28,9 +28,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -38,11 +36,11 @@ import torch
 
 from autopsy.models.vxm import BLUR, CONV, POOL
 from incidents.twitter_crop import model as fg
+from timing import ROUND_SECONDS, ROUNDS, rates, ratio  # one timing rule for every port
 
 RESULTS = Path(__file__).parent / "results"
 SIZES = ((256, 256), (512, 512))
 BATCHES = (1, 16)
-SECONDS_PER_CASE = 6.0
 THREADS = 2
 
 
@@ -61,22 +59,6 @@ def conv_macs(specs, height: int, width: int) -> int:
     return macs
 
 
-def _rounds(fns: dict, seconds: float) -> dict:
-    """Median seconds per call of each runtime, timed in alternating rounds of about 0.5 s each."""
-    for fn in fns.values():
-        fn()  # warm up
-    times = {name: [] for name in fns}
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds * len(fns) or min(len(t) for t in times.values()) < 3:
-        for name, fn in fns.items():
-            runs, t0 = 0, time.perf_counter()
-            while time.perf_counter() - t0 < 0.5 or runs < 1:
-                fn()
-                runs += 1
-            times[name].append((time.perf_counter() - t0) / runs)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def main() -> None:
     import argparse
 
@@ -87,7 +69,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=THREADS)
-    parser.add_argument("--seconds", type=float, default=SECONDS_PER_CASE)
+    parser.add_argument("--with-nchw", action="store_true", help="also time the plain NCHW port (slow: for scale)")
     args = parser.parse_args()
     threads.configure(args.threads)
     load_start = os.getloadavg()
@@ -124,20 +106,21 @@ def main() -> None:
                 def run_onnx():
                     return session.run(None, {"image": x})[0]
 
+                runtimes = {"lab": run_lab, "onnxruntime": run_onnx, **({"torch_nchw": run_nchw} if args.with_nchw else {})}
                 reference = run_lab().numpy()
-                diffs = {"torch_nchw": float(np.abs(run_nchw().numpy() - reference).max()),
-                         "onnxruntime": float(np.abs(run_onnx() - reference).max())}
+                diffs = {k: float(np.abs(np.asarray(fn()) - reference).max()) for k, fn in runtimes.items() if k != "lab"}
                 scale = float(np.abs(reference).max())
-                median = _rounds({"lab": run_lab, "torch_nchw": run_nchw, "onnxruntime": run_onnx}, args.seconds)
+                samples = rates(runtimes, batch)
+                median = {k: float(np.median(v)) for k, v in samples.items()}  # images/s
                 row = {"height": height, "width": width, "batch": batch, "gflops_per_image": 2 * macs / 1e9,
-                       **{f"{k}_images_per_s": round(batch / v, 2) for k, v in median.items()},
-                       **{f"{k}_achieved_gflops_per_s": round(2 * macs * batch / v / 1e9, 1) for k, v in median.items()},
-                       "lab_over_onnxruntime": round(median["onnxruntime"] / median["lab"], 3),
+                       **{f"{k}_images_per_s": round(v, 2) for k, v in median.items()},
+                       **{f"{k}_achieved_gflops_per_s": round(2 * macs * v / 1e9, 1) for k, v in median.items()},
+                       "lab_over_onnxruntime": ratio(samples["lab"], samples["onnxruntime"]),
                        "max_abs_diff_from_lab": diffs, "output_max_abs": scale}
                 rows.append(row)
                 print(f"{height}x{width} batch {batch:2d}: lab {row['lab_images_per_s']:7.2f} img/s, "
-                      f"NCHW {row['torch_nchw_images_per_s']:7.2f}, ORT {row['onnxruntime_images_per_s']:7.2f}: "
-                      f"lab/ORT {row['lab_over_onnxruntime']:.2f} (max |diff| {max(diffs.values()):.2e})", flush=True)
+                      f"ORT {row['onnxruntime_images_per_s']:7.2f}: "
+                      f"lab/ORT {row['lab_over_onnxruntime']['median']:.2f} {row['lab_over_onnxruntime']['ci95']} (max |diff| {max(diffs.values()):.2e})", flush=True)
     agree = all(max(r["max_abs_diff_from_lab"].values()) <= 1e-4 * max(1.0, r["output_max_abs"]) for r in rows)
     result = {
         "model": fg.FASTGAZE.name,
@@ -147,7 +130,7 @@ def main() -> None:
                       "separable blur; FLOPs = 2 * MACs; ReLU/PReLU/pooling not counted",
         "outputs_agree": agree,
         "agreement_tolerance": "max |runtime - lab| <= 1e-4 * max(1, max |output|)",
-        "timing": f"median seconds per call over alternating rounds of >= 0.5 s, >= {args.seconds} s per runtime",
+        "timing": f"median of {ROUNDS} rounds of >= {ROUND_SECONDS} s per runtime, runtimes alternating round by round",
         "results": rows,
         "environment": {
             "torch": torch.__version__, "onnxruntime": ort.__version__, "onnx": onnx.__version__,
