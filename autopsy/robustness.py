@@ -50,6 +50,7 @@ import pandas as pd
 import torch
 
 from autopsy import fairness
+from autopsy.saliency import _as_batch
 from autopsy.stats import Estimate, proportion, wilson_interval
 
 __all__ = [
@@ -163,15 +164,8 @@ def coverage_decision(region, *, pixel_threshold: float = 0.5, coverage_threshol
 
 
 def _as_array(inputs, name: str = "inputs") -> np.ndarray:
-    if isinstance(inputs, torch.Tensor):
-        inputs = inputs.detach().cpu().numpy()
-    if not isinstance(inputs, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array or torch.Tensor with a batch axis first; got "
-                        f"{type(inputs).__name__}")
-    if inputs.ndim < 2:
-        raise ValueError(f"{name} need a batch axis first, e.g. (B, C, H, W); got shape {inputs.shape} "
-                         "-- add one with inputs[None]")
-    return np.ascontiguousarray(inputs, dtype=np.float32)
+    """``inputs`` checked as :func:`autopsy.saliency._as_batch` checks them, as contiguous float32 numpy (ART's input)."""
+    return np.ascontiguousarray(_as_batch(inputs, name).detach().cpu().numpy(), dtype=np.float32)
 
 
 def _check_bounds(x: np.ndarray, bounds, *, required: bool = False) -> tuple[float, float] | None:

@@ -44,14 +44,15 @@ _NOT_DIFFERENTIABLE = (
 )
 
 
-def _as_batch(inputs) -> torch.Tensor:
+def _as_batch(inputs, name: str = "inputs") -> torch.Tensor:
+    """``inputs`` (a tensor or numpy array with a batch axis first) as a float tensor; clear errors otherwise."""
     if isinstance(inputs, np.ndarray):
         inputs = torch.from_numpy(inputs)
     if not isinstance(inputs, torch.Tensor):
-        raise TypeError(f"inputs must be a torch.Tensor or numpy array with a batch axis first; got "
+        raise TypeError(f"{name} must be a torch.Tensor or numpy array with a batch axis first; got "
                         f"{type(inputs).__name__}")
     if inputs.ndim < 2:
-        raise ValueError(f"inputs need a batch axis first, e.g. (B, C, H, W); got shape {tuple(inputs.shape)}"
+        raise ValueError(f"{name} need a batch axis first, e.g. (B, C, H, W); got shape {tuple(inputs.shape)}"
                          " -- add one with inputs[None]")
     return inputs.float() if not inputs.is_floating_point() else inputs
 

@@ -167,3 +167,18 @@ def test_threads_follow_the_setting(monkeypatch):
         assert 1 <= found <= threads.usable_cores() and why.startswith("free cores")
     finally:
         threads.configure(before)
+
+
+def test_free_cores_do_not_count_this_processs_own_threads():
+    """A run's own busy thread during the start-up sample once made it pick one thread on a quiet machine."""
+    import threading
+
+    others = threads.busy_cores()  # whatever else runs on the machine now
+    stop = threading.Event()
+    spinner = threading.Thread(target=lambda: [None for _ in iter(stop.is_set, True)], daemon=True)
+    spinner.start()
+    try:
+        assert threads.busy_cores() < others + 0.5  # the spinning thread (~1 core) is not counted
+    finally:
+        stop.set()
+        spinner.join()

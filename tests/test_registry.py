@@ -55,3 +55,12 @@ def test_incident_contract(slug, no_network, tmp_path, monkeypatch):
     parsed = story.parse(incident.story)
     assert parsed.meta["slug"] == slug
     assert {"smoke", "quick"} <= set(incident.profiles)
+
+
+def test_get_imports_only_the_incident_it_names():
+    from autopsy import registry
+
+    found = registry.get("twitter_crop")
+    assert found.slug == "twitter_crop" and found is registry.discover()["twitter_crop"]
+    with pytest.raises(registry.RegistryError, match="no incident called 'nope'"):
+        registry.get("nope")
