@@ -7,8 +7,8 @@ Three ways to run each ``.tflite`` model, timed side by side in one run:
   RESHAPEs pin its batch to 1);
 - ``lab``: the lab's module with its default engine for no-gradient passes (``engine="auto"``:
   LiteRT on the file adapted once per batch size, behind the module's NCHW torch interface;
-  :class:`autopsy.models.tflite.LiteRTEngine`), called as the incidents call it, in
-  ``torch.inference_mode``;
+  :class:`autopsy.models.tflite.LiteRTEngine`), called as the incidents call it, inside a
+  ``torch.inference_mode`` region, on images as the lab's preprocessing makes them (channels-last);
 - ``torch``: the torch port itself (``engine="torch"``), what gradients run through.
 
 ``lab_over_reference`` is the issue's ratio (>= 1.0 wanted). Every runtime gets the same threads
@@ -101,6 +101,42 @@ def to_reference_layout(t: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(a.transpose(0, 2, 3, 1) if a.ndim == 4 else a)
 
 
+def measure(name: str, data: bytes, tensors: torch.Tensor, n_threads: int) -> dict:
+    """The three runtimes on one model, batch 1 and 16: rates, ratios and differences from the reference."""
+    lab = load_tflite(data, name=name, engine="auto")
+    port = load_tflite(data, name=name, engine="torch")
+    entry = {}
+    for batch_size in BATCHES:
+        x = tensors[:batch_size]  # as the lab's preprocessing makes it: images channels-last in memory
+        run_reference, mode = reference_runner(data, to_reference_layout(x), n_threads)
+
+        def run_lab():
+            return lab(x)
+
+        def run_torch():
+            return port(x)
+
+        reference = run_reference()
+        diffs = {}
+        for engine, fn in (("lab", run_lab), ("torch", run_torch)):
+            outs = fn()
+            outs = outs if isinstance(outs, tuple) else (outs,)
+            diffs[engine] = max(float(np.abs(to_reference_layout(o) - r).max()) for o, r in zip(outs, reference))
+        gc.collect()
+        samples = rates({"reference": run_reference, "lab": run_lab, "torch": run_torch}, batch_size)
+        timed = {k: float(np.median(v)) for k, v in samples.items()}
+        entry[f"batch_{batch_size}"] = {
+            **{f"{k}_images_per_s": round(v, 1) for k, v in timed.items()},
+            "lab_over_reference": ratio(samples["lab"], samples["reference"]),
+            "torch_over_reference": ratio(samples["torch"], samples["reference"]),
+            "reference_batching": mode,
+            "lab_engine": lab.engine,
+            "max_abs_diff_from_reference": diffs,
+        }
+        del run_reference
+    return entry
+
+
 def main() -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -108,42 +144,10 @@ def main() -> dict:
     threads.configure(args.threads)
     load_start = os.getloadavg()
     results = {}
-    for name, (data, tensors) in models().items():
-        lab = load_tflite(data, name=name, engine="auto")
-        port = load_tflite(data, name=name, engine="torch")
-        entry = {}
-        for batch_size in BATCHES:
-            x = tensors[:batch_size].contiguous()
-            run_reference, mode = reference_runner(data, to_reference_layout(x), args.threads)
-
-            def run_lab():
-                with torch.inference_mode():
-                    return lab(x)
-
-            def run_torch():
-                with torch.inference_mode():
-                    return port(x)
-
-            reference = run_reference()
-            diffs = {}
-            for engine, fn in (("lab", run_lab), ("torch", run_torch)):
-                outs = fn()
-                outs = outs if isinstance(outs, tuple) else (outs,)
-                diffs[engine] = max(float(np.abs(to_reference_layout(o) - r).max()) for o, r in zip(outs, reference))
-            gc.collect()
-            samples = rates({"reference": run_reference, "lab": run_lab, "torch": run_torch}, batch_size)
-            timed = {k: float(np.median(v)) for k, v in samples.items()}
-            entry[f"batch_{batch_size}"] = {
-                **{f"{k}_images_per_s": round(v, 1) for k, v in timed.items()},
-                "lab_over_reference": ratio(samples["lab"], samples["reference"]),
-                "torch_over_reference": ratio(samples["torch"], samples["reference"]),
-                "reference_batching": mode,
-                "lab_engine": lab.engine,
-                "max_abs_diff_from_reference": diffs,
-            }
-            del run_reference
-        results[name] = entry
-        print(name, json.dumps(entry), flush=True)
+    with torch.inference_mode():  # one region around all passes, as the incidents run them
+        for name, (data, tensors) in models().items():
+            results[name] = measure(name, data, tensors, args.threads)
+            print(name, json.dumps(results[name]), flush=True)
     return {
         "what": "images/s of the lab's MediaPipe models: default engine (LiteRT behind the module) and torch "
                 "port, beside LiteRT on the unmodified file",

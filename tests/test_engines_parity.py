@@ -78,15 +78,71 @@ def test_face_landmarker_models_through_litert(member):
                 within_tolerance(member, name, g, w, probability=member == "face_blendshapes.tflite")
 
 
-def test_a_model_built_in_inference_mode_still_checks_its_weights():
-    """Tensors made in inference_mode count no writes; the engine then compares their values."""
+def test_a_model_built_in_inference_mode_keeps_tracked_differentiable_weights():
+    """Weights made in an inference region are still ordinary tensors: their writes are counted and
+    gradients (saliency) can run through them later."""
     path = fetch(mp.ASSETS["face_detection_short_range"])
+    x = torch.rand(1, 3, 128, 128)
     with torch.inference_mode():
         model = load_tflite(path, engine="auto")
-        x = torch.rand(1, 3, 128, 128)
+        assert not any(t.is_inference() for t in model.state_dict().values())
         assert model._reference_for((x,), model.output_names) is not None
+        assert model._state.shared is not None  # one version counter covers every weight
         next(iter(model.parameters())).mul_(0.5)
         assert model._reference_for((x,), model.output_names) is None
+    regressors, _ = model(x.requires_grad_())
+    regressors.sum().backward()
+    assert x.grad.abs().sum() > 0
+
+
+def test_inference_tensor_weights_are_compared_by_value():
+    """Inference tensors count no writes: the engine compares their values at each pass."""
+    model = load_tflite(fetch(mp.ASSETS["face_detection_short_range"]), engine="auto")
+    op = next(o for o in model.ops.values() if isinstance(o, torch.nn.Conv2d))
+    x = torch.rand(1, 3, 128, 128)
+    with torch.inference_mode():
+        op.weight = torch.nn.Parameter(op.weight.detach().clone(), requires_grad=False)  # same values
+        assert model._reference_for((x,), model.output_names) is not None
+        assert model._state.untracked
+        op.weight.mul_(0.5)
+        assert model._reference_for((x,), model.output_names) is None
+
+
+def test_weight_edits_send_passes_to_torch_however_they_are_written():
+    """In-place writes, writes through ``.data`` (which PyTorch's counter misses), ``.data``
+    reassignment, a reloaded state dict and a deep copy's edits: each is seen."""
+    path = fetch(mp.ASSETS["face_detection_short_range"])
+    x = torch.rand(1, 3, 128, 128)
+
+    def conv_weight(model):
+        return next(o for o in model.ops.values() if isinstance(o, torch.nn.Conv2d)).weight
+
+    edits = {
+        "in place": lambda w: w.mul_(0.5),
+        "through .data": lambda w: w.data[0].zero_(),
+        ".data copy_": lambda w: w.data.copy_(torch.zeros_like(w)),
+        ".data reassigned": lambda w: setattr(w, "data", torch.zeros_like(w)),
+    }
+    for label, edit in edits.items():
+        model = load_tflite(path, engine="auto")
+        with torch.no_grad():
+            assert model._reference_for((x,), model.output_names) is not None
+            edit(conv_weight(model))
+            assert model._reference_for((x,), model.output_names) is None, label
+    model = load_tflite(path, engine="auto")
+    state = copy.deepcopy(model.state_dict())
+    with torch.no_grad():
+        conv_weight(model).data = conv_weight(model).detach().clone()  # same values: LiteRT still
+        assert model._reference_for((x,), model.output_names) is not None
+        conv_weight(model).add_(1.0)  # its counter is still watched after the reassignment
+        assert model._reference_for((x,), model.output_names) is None
+        model.load_state_dict(state)  # the file's weights again
+        assert model._reference_for((x,), model.output_names) is not None
+        twin = copy.deepcopy(model)
+        assert twin._reference_for((x,), twin.output_names) is not None
+        conv_weight(twin).data[0].zero_()
+        assert twin._reference_for((x,), twin.output_names) is None
+        assert model._reference_for((x,), model.output_names) is not None
 
 
 def test_segmenter_intermediates_come_from_litert_too(photos):

@@ -152,8 +152,11 @@ def image_to_tensor(image, size_hw: tuple[int, int], *, keep_aspect_ratio: bool,
     ys = (y0 + (torch.arange(out_h) + 0.5) * roi_h / out_h) / height * 2 - 1
     grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], dim=-1)[None].float()
     sampled = F.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    # Channels-last memory (NHWC, LiteRT's layout): the model's engine then takes the image in one
+    # memcpy. The division writes that layout; same arithmetic, same values as ``sampled / 255 * ...``.
+    tensor = torch.div(sampled, 255.0, out=torch.empty_like(sampled, memory_format=torch.channels_last))
     low, high = value_range
-    return sampled / 255.0 * (high - low) + low, (x0, y0, roi_w, roi_h)
+    return tensor.mul_(high - low).add_(low), (x0, y0, roi_w, roi_h)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -46,6 +46,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules import module as _torch_module
+from torch.utils.hooks import RemovableHandle
 
 __all__ = [
     "TFLiteConversionError",
@@ -947,6 +949,7 @@ class TFLiteModule(nn.Module):
                 self._last_use[tensor] = position
         self.tensor_names = set(self.input_names) | {t for m in self.ops.values() for t in m.output_names}
         self._init_random()
+        _weights_in_one_buffer(self)
 
     @torch.no_grad()
     def _init_random(self):
@@ -1019,7 +1022,7 @@ class TFLiteModule(nn.Module):
     def _reference_for(self, inputs, names) -> "LiteRTEngine | None":
         """The LiteRT engine if this pass may run there: no gradient wanted, no hooks, the file's weights."""
         reference = self.__dict__.get("_reference")
-        if reference is None or not set(names) <= reference.available:
+        if reference is None or (names is not self.output_names and not set(names) <= reference.available):
             return None
         if torch.is_grad_enabled() and (any(t.requires_grad for t in inputs)
                                         or any(p.requires_grad for p in self.parameters())):
@@ -1028,14 +1031,12 @@ class TFLiteModule(nn.Module):
             return None
         if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
             return None
-        from torch.nn.modules import module as torch_module
-
-        if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+        if _torch_module._global_forward_hooks or _torch_module._global_forward_pre_hooks:
             return None
         state = self.__dict__.get("_state")
-        if state is None or state.registrations != _REGISTRATIONS[0]:
+        if state is None or not state.current():
             state = self.__dict__["_state"] = _WeightState(self)
-        if any(state.hooks):
+        if state.hooked():
             return None  # a hook (probe, Grad-CAM) must see the pass
         return reference if state.unchanged(reference) else None
 
@@ -1066,6 +1067,8 @@ def _to_module_layout(shape):
 
 #: Parameters, buffers and submodules registered anywhere since import (a module's tensors may have been swapped).
 _REGISTRATIONS = [0]
+#: ``.data`` taken from a :class:`FileWeight` anywhere since import (a write PyTorch does not count may follow).
+_DATA_TAKEN = [0]
 
 
 def _count_registration(*args) -> None:
@@ -1077,29 +1080,105 @@ for _register in ("register_module_parameter_registration_hook", "register_modul
     getattr(nn.modules.module, _register)(_count_registration)
 
 
+class FileWeight(nn.Parameter):
+    """A :class:`TFLiteModule` parameter: an ``nn.Parameter`` whose ``.data`` is watched.
+
+    PyTorch counts every in-place write to a tensor in its version counter, except writes through
+    ``.data`` (``w.data[0] = 0``, ``w.data.copy_(...)``): ``.data`` is a view with a counter of its
+    own. The LiteRT engine must see such edits (it runs the file's weights), so taking or setting
+    ``.data`` is counted here and makes the next pass compare the weights' values.
+    """
+
+    @property
+    def data(self):
+        _DATA_TAKEN[0] += 1
+        return torch.Tensor.data.__get__(self)
+
+    @data.setter
+    def data(self, value):
+        _DATA_TAKEN[0] += 1
+        torch.Tensor.data.__set__(self, value)
+
+
+def _weights_in_one_buffer(module: TFLiteModule) -> None:
+    """Make the ops' float32 parameters and buffers views of one flat tensor (``module._weights``).
+
+    Views share their base's version counter, so a write to any weight moves that one counter: the
+    engine's per-pass check reads one number instead of one per tensor (see :class:`_WeightState`).
+    Made outside inference mode even inside an inference region: weights made there could never
+    take part in a gradient (saliency) and count no writes.
+    """
+    entries = [(op, name, tensor) for op in module.ops.values() for d in (op._parameters, op._buffers)
+               for name, tensor in d.items() if tensor is not None and tensor.dtype == torch.float32]
+    with torch.inference_mode(False):
+        flat = torch.empty(sum(t.numel() for _, _, t in entries))
+    offset = 0
+    with torch.inference_mode(False), torch.no_grad():
+        for op, name, tensor in entries:
+            view = flat[offset:offset + tensor.numel()].view(tensor.shape).copy_(tensor)
+            offset += tensor.numel()
+            setattr(op, name, FileWeight(view, tensor.requires_grad) if isinstance(tensor, nn.Parameter) else view)
+    module.__dict__["_weights"] = flat
+
+
 class _WeightState:
     """A module's parameters and buffers, to tell cheaply whether they still hold the file's weights.
 
-    Each pass compares every tensor's in-place-write counter and data pointer with the last seen
-    (~10 us); tensors swapped for others show up as a registration (:data:`_REGISTRATIONS`),
-    which makes a new state. Values are compared (a digest) only when something changed.
+    Each pass reads write counters and compares their values with the last seen; values are compared
+    (a digest) only when something changed. A :class:`TFLiteModule`'s weights share one counter (views
+    of ``module._weights``): one read, ~0.1 us. Otherwise (a deep copy, an unpickled module) every
+    tensor's counter and data pointer are read (~10 us). Tensors swapped for others show up as a
+    registration (:data:`_REGISTRATIONS`), ``.data`` taken from a weight as :data:`_DATA_TAKEN`: both
+    make a new state. Writes from outside PyTorch (through a NumPy view of a weight) are not seen:
+    run such experiments with ``module.use_engine("torch")``.
     """
 
     def __init__(self, module: TFLiteModule):
-        self.registrations = _REGISTRATIONS[0]
+        self.registrations, self.data_taken = _REGISTRATIONS[0], _DATA_TAKEN[0]
         self.modules = [module, module.ops, *module.ops.values()]  # op modules hold their tensors directly
         self.tensors = [t for m in self.modules for d in (m._parameters, m._buffers) for t in d.values() if t is not None]
         self.hooks = [d for m in self.modules for d in (m._forward_hooks, m._forward_pre_hooks)]  # registering fills these
         self.untracked = any(t.is_inference() for t in self.tensors)
+        self.shared = None if self.untracked else self._shared_counter(module.__dict__.get("_weights"))
         self.module, self.seen, self.differs = module, None, None
+        self.no_hooks_at = None  # RemovableHandle.next_id when no hook was found
 
     def __deepcopy__(self, memo):
         return None  # a copy makes its own state on its first pass
 
+    def current(self) -> bool:
+        """Whether this state still describes the module's tensors (none swapped, no ``.data`` taken)."""
+        return self.registrations == _REGISTRATIONS[0] and self.data_taken == _DATA_TAKEN[0]
+
+    def _shared_counter(self, flat):
+        """``flat`` if every tensor shares its version counter (a write to one moves it) and every
+        parameter watches its ``.data``; else None. Tested by moving the counter."""
+        if flat is None or flat.is_inference() or any(
+                isinstance(t, nn.Parameter) and not isinstance(t, FileWeight) for t in self.tensors):
+            return None
+        before = list(map(_VERSION, self.tensors))
+        torch.autograd.graph.increment_version(flat)
+        return flat if [v - 1 for v in map(_VERSION, self.tensors)] == before else None
+
+    def hooked(self) -> bool:
+        """Whether a forward hook sits on the module or one of its ops. Every hook registration takes
+        a number from torch's handle counter, so "none" stays true until that counter moves."""
+        handles = RemovableHandle.next_id
+        if handles == self.no_hooks_at:
+            return False
+        if any(self.hooks):
+            self.no_hooks_at = None  # checked again at each pass until the hook is removed
+            return True
+        self.no_hooks_at = handles
+        return False
+
     def unchanged(self, reference: "LiteRTEngine") -> bool:
         if self.untracked:  # inference tensors (made in inference_mode) count no writes: compare values
             return _state_digest(self.module) == reference.digest
-        versions = (list(map(_VERSION, self.tensors)), list(map(torch.Tensor.data_ptr, self.tensors)))
+        if self.shared is not None:
+            versions = self.shared._version
+        else:
+            versions = (list(map(_VERSION, self.tensors)), list(map(torch.Tensor.data_ptr, self.tensors)))
         if versions == self.seen:
             return True
         if versions == self.differs:
@@ -1180,32 +1259,36 @@ class LiteRTEngine:
         return {**self.__dict__, "interpreters": {}}  # interpreters cannot travel between processes
 
     def run(self, inputs, names) -> dict[str, torch.Tensor]:
-        batch = int(inputs[0].shape[0])
-        runner = self._runner(batch)
+        # Layout changes are NumPy views (a torch op costs ~1 us; between invokes, several percent).
+        arrays = [(t.detach() if t.requires_grad else t).numpy() for t in inputs]
+        arrays = [a.transpose(0, 2, 3, 1) if a.ndim == 4 else a for a in arrays]  # NCHW -> NHWC
+        runner = self._runner(len(arrays[0]))
         if runner is None:  # this file cannot take the batch in one invoke: one image at a time, as LiteRT's users do
-            parts = [self.run([t[k:k + 1] for t in inputs], names) for k in range(batch)]
-            return {n: torch.cat([part[n] for part in parts]) for n in names}
-        interpreter, input_indices = runner
-        for index, tensor in zip(input_indices, inputs):
-            tensor = tensor.detach()
-            nhwc = tensor.permute(0, 2, 3, 1) if tensor.dim() == 4 else tensor
-            if nhwc.is_contiguous() or tensor.dim() != 4:  # channels-last images and other tensors: a memcpy
-                interpreter.set_tensor(index, nhwc.contiguous().numpy())
-            else:  # NCHW: plane by plane into LiteRT's buffer (numpy, single-threaded: torch's copy
+            interpreter, input_indices = self._runner(1)
+            parts = [self._invoke(interpreter, input_indices, [a[k:k + 1] for a in arrays], names)
+                     for k in range(len(arrays[0]))]
+            found = {n: np.concatenate([part[n] for part in parts]) for n in names}
+        else:
+            found = self._invoke(*runner, arrays, names)
+        # back to the module's layout: NCHW (channels-last in memory), a batch axis on every output
+        return {n: torch.from_numpy(a.transpose(0, 3, 1, 2) if a.ndim == 4 else a) for n, a in found.items()}
+
+    def _invoke(self, interpreter, input_indices, arrays, names) -> dict[str, np.ndarray]:
+        for index, array in zip(input_indices, arrays):
+            if array.flags.c_contiguous or array.ndim != 4:  # channels-last images and other tensors: a memcpy
+                interpreter.set_tensor(index, np.ascontiguousarray(array))
+            else:  # NCHW images: plane by plane into LiteRT's buffer (NumPy, single-threaded: torch's copy
                 # wakes OpenMP workers that then spin beside XNNPACK's, 10-40% slower passes)
-                buffer, planes = interpreter.tensor(index)(), tensor.numpy()
+                buffer = interpreter.tensor(index)()
                 try:
-                    for c in range(planes.shape[1]):
-                        buffer[..., c] = planes[:, c]
+                    for c in range(array.shape[-1]):
+                        buffer[..., c] = array[..., c]
                 finally:
                     del buffer  # LiteRT's own memory: no reference may outlive this pass (nor an error)
         interpreter.invoke()
-        found = {}
-        for name in names:
-            out = torch.from_numpy(interpreter.get_tensor(self.index[name]))  # a copy: LiteRT reuses its buffers
-            if name in self.batchless:  # the file dropped the batch axis; the port keeps it (one image per invoke)
-                out = out.unsqueeze(0)
-            found[name] = out.permute(0, 3, 1, 2) if out.dim() == 4 else out  # NCHW, channels-last in memory
+        found = {n: interpreter.get_tensor(self.index[n]) for n in names}  # copies: LiteRT reuses its buffers
+        for name in self.batchless.intersection(names):  # the file dropped the batch axis; the port keeps it
+            found[name] = found[name][None]
         return found
 
     def _runner(self, batch: int):
