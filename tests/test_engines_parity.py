@@ -58,6 +58,19 @@ def test_litert_engine_equals_the_torch_port_batched(stem, photos):
             within_tolerance(stem, name, g, w, probability=True)
 
 
+def test_chunked_invokes_give_each_image_what_it_gets_alone():
+    """The engine invokes LiteRT on at most ``CHUNK`` images at once; XNNPACK computes every image
+    alike in any batch, so a batch of 6 (chunks of 4 and 2) equals six single-image passes exactly."""
+    module = load_tflite(fetch(mp.ASSETS["face_detection_short_range"]), engine="litert")
+    x = torch.rand(6, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        together = module(x)
+        alone = [module(x[k:k + 1]) for k in range(6)]
+    assert module._reference.CHUNK < 6
+    for got, parts in zip(together, zip(*alone)):
+        assert torch.equal(got, torch.cat(parts))
+
+
 @pytest.mark.parametrize("member", ["face_landmarks_detector.tflite", "face_blendshapes.tflite"])
 def test_face_landmarker_models_through_litert(member):
     """The hiring incident's Face Landmarker models: the blendshape file drops the batch axis (a

@@ -1230,6 +1230,11 @@ class LiteRTEngine:
     """
 
     KEEP = 4  # interpreters kept, one per batch size (a run uses one or two)
+    #: Images per invoke. Larger batches spill a small CPU's caches: on 2 cores, chunks of 4 ran
+    #: 1.0-1.2x LiteRT's own batch-16 (or 16-invoke) rate on every model, 16 at once 0.88-1.01x
+    #: (``benchmarks/mediapipe_throughput.py`` records the result). XNNPACK computes each image alike
+    #: in any batch, so the chunk size does not change outputs (tests/test_engines_parity.py).
+    CHUNK = 4
 
     def __init__(self, module: TFLiteModule, source, *, outputs=()):
         data = bytes(source) if isinstance(source, (bytes, bytearray, memoryview)) else Path(source).read_bytes()
@@ -1262,16 +1267,19 @@ class LiteRTEngine:
         # Layout changes are NumPy views (a torch op costs ~1 us; between invokes, several percent).
         arrays = [(t.detach() if t.requires_grad else t).numpy() for t in inputs]
         arrays = [a.transpose(0, 2, 3, 1) if a.ndim == 4 else a for a in arrays]  # NCHW -> NHWC
-        runner = self._runner(len(arrays[0]))
-        if runner is None:  # this file cannot take the batch in one invoke: one image at a time, as LiteRT's users do
-            interpreter, input_indices = self._runner(1)
-            parts = [self._invoke(interpreter, input_indices, [a[k:k + 1] for a in arrays], names)
-                     for k in range(len(arrays[0]))]
-            found = {n: np.concatenate([part[n] for part in parts]) for n in names}
-        else:
-            found = self._invoke(*runner, arrays, names)
+        batch = len(arrays[0])
+        chunks = [self._run_chunk([a[k:k + self.CHUNK] for a in arrays], names) for k in range(0, batch, self.CHUNK)]
+        found = chunks[0] if len(chunks) == 1 else {n: np.concatenate([c[n] for c in chunks]) for n in names}
         # back to the module's layout: NCHW (channels-last in memory), a batch axis on every output
         return {n: torch.from_numpy(a.transpose(0, 3, 1, 2) if a.ndim == 4 else a) for n, a in found.items()}
+
+    def _run_chunk(self, arrays, names) -> dict[str, np.ndarray]:
+        runner = self._runner(len(arrays[0]))
+        if runner is not None:
+            return self._invoke(*runner, arrays, names)
+        # this file cannot take the batch in one invoke: one image at a time, as LiteRT's users do
+        parts = [self._invoke(*self._runner(1), [a[k:k + 1] for a in arrays], names) for k in range(len(arrays[0]))]
+        return {n: np.concatenate([part[n] for part in parts]) for n in names}
 
     def _invoke(self, interpreter, input_indices, arrays, names) -> dict[str, np.ndarray]:
         for index, array in zip(input_indices, arrays):
