@@ -58,15 +58,25 @@ def test_litert_engine_equals_the_torch_port_batched(stem, photos):
             within_tolerance(stem, name, g, w, probability=True)
 
 
-def test_chunked_invokes_give_each_image_what_it_gets_alone():
-    """The engine invokes LiteRT on at most ``CHUNK`` images at once; XNNPACK computes every image
-    alike in any batch, so a batch of 6 (chunks of 4 and 2) equals six single-image passes exactly."""
-    module = load_tflite(fetch(mp.ASSETS["face_detection_short_range"]), engine="litert")
-    x = torch.rand(6, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+@pytest.mark.parametrize("model", ["face_detection_short_range", "face_blendshapes"])
+def test_chunked_invokes_give_each_image_what_it_gets_alone(model):
+    """The engine invokes LiteRT on at most ``CHUNK`` images at once, the file adapted to the chunk
+    (BlazeFace: RESHAPE targets; blendshapes: a tiled extra token and a last slice that keeps the
+    batch). XNNPACK computes every image alike in any batch, so a batch of 6 (chunks of 4 and 2)
+    equals six single-image passes exactly."""
+    generator = torch.Generator().manual_seed(0)
+    if model == "face_blendshapes":
+        from autopsy.models import face_landmarker as fl
+
+        module = load_tflite(fl.read_member(fl.FACE_LANDMARKER_V2, "face_blendshapes.tflite"), engine="litert")
+        x = torch.rand(6, 146, 2, generator=generator) * 140 + 60
+    else:
+        module = load_tflite(fetch(mp.ASSETS[model]), engine="litert")
+        x = torch.rand(6, 3, 128, 128, generator=generator)
     with torch.inference_mode():
-        together = module(x)
-        alone = [module(x[k:k + 1]) for k in range(6)]
-    assert module._reference.CHUNK < 6
+        together = as_tuple(module(x))
+        alone = [as_tuple(module(x[k:k + 1])) for k in range(6)]
+    assert module._reference.CHUNK < 6 and module._reference._runner(4) is not None  # batched, not image by image
     for got, parts in zip(together, zip(*alone)):
         assert torch.equal(got, torch.cat(parts))
 
@@ -74,7 +84,7 @@ def test_chunked_invokes_give_each_image_what_it_gets_alone():
 @pytest.mark.parametrize("member", ["face_landmarks_detector.tflite", "face_blendshapes.tflite"])
 def test_face_landmarker_models_through_litert(member):
     """The hiring incident's Face Landmarker models: the blendshape file drops the batch axis (a
-    STRIDED_SLICE takes item 0); the engine keeps it, as the port does, one face per invoke."""
+    STRIDED_SLICE takes item 0); the engine's adapted file keeps it, as the port does."""
     from autopsy.models import face_landmarker as fl
 
     data = fl.read_member(fl.FACE_LANDMARKER_V2, member)

@@ -1255,7 +1255,9 @@ class LiteRTEngine:
         self.inputs = list(module.input_names)
         self.interpreters: dict[int, object] = {}
         self.digest = _state_digest(module)
-        self.batchless = _batchless_tensors(module)
+        # tensors that lost the batch axis in the file, less those whose slice _adapt turns back
+        restored = _restored_batch_outputs(data)
+        self.batchless = {n for n in _batchless_tensors(module) if self.index.get(n) not in restored}
 
     def __deepcopy__(self, memo):
         return self  # a copy of the module shares the engine; its weights are checked at each pass
@@ -1345,49 +1347,130 @@ def _tensor_indices(data: bytes) -> dict[str, int]:
 
 
 def _adapt(data: bytes, extra_outputs: list[int], batch: int) -> bytes:
-    """The file with ``extra_outputs`` appended to the subgraph's outputs and RESHAPE targets
-    that pin the batch to 1 set to ``batch``.
+    """The file made to take ``batch`` images in one invoke, keeping ``extra_outputs`` too.
 
-    Flatbuffer edits in place: an int32 inside a RESHAPE's shape constant or ``new_shape``, and
-    the subgraph's ``outputs`` offset, pointed at a longer vector written after the buffer's end
-    (offsets point forward, so appending keeps the file valid).
+    Where the graph pins the batch to 1, it is freed: RESHAPE targets that start with 1 start with
+    ``batch``; batch-1 constants concatenated with the images (the blendshape model's extra token,
+    through its DEQUANTIZE) are tiled ``batch`` times; a last STRIDED_SLICE that takes item 0 of the
+    batch and drops the axis keeps the whole axis (the port's convention). ``extra_outputs`` are
+    appended to the subgraph's outputs. Flatbuffer edits: int32s in place, and longer vectors
+    written after the buffer's end with their field pointed there (offsets point forward, so
+    appending keeps the file valid).
     """
     import struct
 
     import tflite
 
-    buffer = bytearray(data)
-    model = tflite.Model.GetRootAsModel(buffer, 0)
+    model = tflite.Model.GetRootAsModel(data, 0)
     graph = model.Subgraphs(0)
-    targets = []  # byte positions of int32 batch entries in RESHAPE targets
+    in_place = [(position, batch) for position in _reshape_batch_entries(model, graph)]
+    for options in _batch_slices(model, graph).values():  # keep the whole batch axis, as the port does
+        in_place += [(options._tab.Pos + options._tab.Offset(6), options.EndMask() | 1),
+                     (options._tab.Pos + options._tab.Offset(12), options.ShrinkAxisMask() & ~1)]
+    vectors = []  # (field position, item count, packed items, alignment of the items)
+    if batch > 1:
+        for tensor, stored in _batch_one_constants(model, graph):
+            shape = [batch, *(int(v) for v in tensor.ShapeAsNumpy()[1:])]
+            if stored is not None:
+                tiled = stored.DataAsNumpy().tobytes() * batch  # Buffer.data: a byte vector
+                vectors.append((stored._tab.Pos + stored._tab.Offset(4), len(tiled), tiled, 16))
+            vectors.append((tensor._tab.Pos + tensor._tab.Offset(4), len(shape), struct.pack(f"<{len(shape)}i", *shape), 4))
+    if extra_outputs:
+        outputs = [int(v) for v in graph.OutputsAsNumpy()] + list(extra_outputs)
+        vectors.append((graph._tab.Pos + graph._tab.Offset(8), len(outputs), struct.pack(f"<{len(outputs)}i", *outputs), 4))
+
+    buffer = bytearray(data)
+    for position, value in in_place:
+        struct.pack_into("<i", buffer, position, value)
+    for field, count, items, align in vectors:
+        buffer += bytes(-(len(buffer) + 4) % align)  # the items (after the 4-byte length) aligned
+        vector = len(buffer)
+        buffer += struct.pack("<I", count) + items
+        struct.pack_into("<I", buffer, field, vector - field)
+    return bytes(buffer)
+
+
+def _reshape_batch_entries(model, graph) -> list[int]:
+    """Byte positions of the first int32 of every RESHAPE target (shape constant or ``new_shape``) that is 1."""
+    import tflite
+
+    positions = []
     for k in range(graph.OperatorsLength()):
         op = graph.Operators(k)
         if _opcode_name(model, op) != "RESHAPE":
             continue
-        inputs = op.InputsAsNumpy()
-        if len(inputs) > 1 and inputs[1] >= 0:
-            stored = model.Buffers(graph.Tensors(int(inputs[1])).Buffer())
-            field = stored._tab.Offset(4)  # Buffer.data
-            if field and stored.DataLength() >= 4:
-                targets.append(stored._tab.Vector(field))
+        if op.InputsLength() > 1 and op.Inputs(1) >= 0:
+            stored = model.Buffers(graph.Tensors(int(op.Inputs(1))).Buffer())
+            if stored.DataLength() >= 4:
+                positions.append(stored._tab.Vector(stored._tab.Offset(4)))  # Buffer.data
         table = op.BuiltinOptions()
         if table is not None:
             options = tflite.ReshapeOptions()
             options.Init(table.Bytes, table.Pos)
-            field = options._tab.Offset(4)  # ReshapeOptions.new_shape
-            if field and options.NewShapeLength():
-                targets.append(options._tab.Vector(field))
-    for position in targets:
-        if struct.unpack_from("<i", buffer, position)[0] == 1:
-            struct.pack_into("<i", buffer, position, batch)
-    if extra_outputs:
-        outputs = [int(v) for v in graph.OutputsAsNumpy()] + list(extra_outputs)
-        field = graph._tab.Pos + graph._tab.Offset(8)  # SubGraph.outputs
-        buffer += bytes(-len(buffer) % 4)
-        vector = len(buffer)
-        buffer += struct.pack(f"<I{len(outputs)}i", len(outputs), *outputs)
-        struct.pack_into("<I", buffer, field, vector - field)
-    return bytes(buffer)
+            if options.NewShapeLength():
+                positions.append(options._tab.Vector(options._tab.Offset(4)))  # ReshapeOptions.new_shape
+    return [p for p in positions if int.from_bytes(model._tab.Bytes[p:p + 4], "little", signed=True) == 1]
+
+
+def _batch_one_constants(model, graph):
+    """(tensor, its stored buffer or None) for each batch-1 constant that a CONCATENATION (on another
+    axis) joins to tensors computed from the images; through a DEQUANTIZE both the float16 constant
+    (with its data) and the DEQUANTIZE's output (shape only) are listed."""
+    producers = {int(graph.Operators(k).Outputs(0)): graph.Operators(k) for k in range(graph.OperatorsLength())}
+
+    def constant(index):
+        stored = model.Buffers(graph.Tensors(index).Buffer())
+        return stored if stored.DataLength() else None
+
+    found = []
+    for k in range(graph.OperatorsLength()):
+        op = graph.Operators(k)
+        if _opcode_name(model, op) != "CONCATENATION":
+            continue
+        inputs = [int(v) for v in op.InputsAsNumpy()]
+        for index in inputs:
+            tensor = graph.Tensors(index)
+            if tensor.ShapeLength() < 2 or tensor.Shape(0) != 1:
+                continue
+            producer = producers.get(index)
+            if constant(index) is not None:
+                found.append((tensor, constant(index)))
+            elif producer is not None and _opcode_name(model, producer) == "DEQUANTIZE" and constant(producer.Inputs(0)):
+                found += [(tensor, None), (graph.Tensors(producer.Inputs(0)), constant(producer.Inputs(0)))]
+    return found
+
+
+def _batch_slices(model, graph) -> dict:
+    """Output tensor index -> options of each STRIDED_SLICE that takes item 0 of the batch and drops
+    the axis (the blendshape model's last op) and whose output only leaves the graph, where the
+    file stores the end-mask field that :func:`_adapt` sets to keep the whole axis."""
+    import tflite
+
+    read = {int(i) for k in range(graph.OperatorsLength()) for i in graph.Operators(k).InputsAsNumpy()}
+    outputs = {int(i) for i in graph.OutputsAsNumpy()}
+    found = {}
+    for k in range(graph.OperatorsLength()):
+        op = graph.Operators(k)
+        if _opcode_name(model, op) != "STRIDED_SLICE" or op.BuiltinOptions() is None:
+            continue
+        options = tflite.StridedSliceOptions()
+        options.Init(op.BuiltinOptions().Bytes, op.BuiltinOptions().Pos)
+        out = int(op.Outputs(0))
+        if not options.ShrinkAxisMask() & 1 or out in read or out not in outputs or not options._tab.Offset(6):
+            continue
+        begin, strides = (model.Buffers(graph.Tensors(int(op.Inputs(i))).Buffer()) for i in (1, 3))
+        if not (begin.DataLength() and strides.DataLength()):
+            continue
+        first_begin, first_stride = (int(b.DataAsNumpy()[:4].view("<i4")[0]) for b in (begin, strides))
+        if (first_begin == 0 or options.BeginMask() & 1) and first_stride == 1:
+            found[out] = options
+    return found
+
+
+def _restored_batch_outputs(data: bytes) -> set[int]:
+    """Tensor indices whose batch axis :func:`_adapt` restores (see :func:`_batch_slices`)."""
+    model, _, _ = _open_model(data)
+    return set(_batch_slices(model, model.Subgraphs(0)))
 
 
 def _state_digest(module: nn.Module) -> str:
