@@ -1223,10 +1223,10 @@ class LiteRTEngine:
     :meth:`TFLiteModule._reference_for`); everything else runs the torch graph.
 
     Inputs and outputs keep the module's conventions (rank-4 tensors NCHW, a free batch axis).
-    The file is adapted once per batch size: RESHAPEs whose target pins the batch to 1 (BlazeFace's
-    heads) get the batch size written into their target, and the intermediate tensors named in
-    ``outputs`` are appended to the subgraph's outputs, so LiteRT keeps them. Interpreters use
-    :func:`autopsy.threads.current` threads.
+    Batches run :attr:`CHUNK` images per invoke, the file adapted once per batch size where its
+    graph pins the batch to 1 (:func:`_adapt`: BlazeFace's RESHAPEs, the blendshape model's extra
+    token and last slice); the intermediate tensors named in ``outputs`` are appended to the
+    subgraph's outputs, so LiteRT keeps them. Interpreters use :func:`autopsy.threads.current` threads.
     """
 
     KEEP = 4  # interpreters kept, one per batch size (a run uses one or two)
