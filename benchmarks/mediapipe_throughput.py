@@ -1,6 +1,6 @@
 """Throughput of the lab's MediaPipe models against LiteRT, the reference runtime, on the same inputs.
 
-Three ways to run each ``.tflite`` model, timed side by side in one run:
+Ways to run each ``.tflite`` model, timed side by side in one run:
 
 - ``reference``: LiteRT's own ``Interpreter`` on the unmodified file, as a MediaPipe user runs it
   (batch 16: one batched invoke where ``resize_tensor_input`` works, else 16 invokes: BlazeFace's
@@ -9,7 +9,9 @@ Three ways to run each ``.tflite`` model, timed side by side in one run:
   LiteRT on the file adapted once per batch size, behind the module's NCHW torch interface;
   :class:`autopsy.models.tflite.LiteRTEngine`), called as the incidents call it, inside a
   ``torch.inference_mode`` region, on images as the lab's preprocessing makes them (channels-last);
-- ``torch``: the torch port itself (``engine="torch"``), what gradients run through.
+- ``torch``: the torch port itself (``engine="torch"``), what gradients run through;
+- ``lab_interpreter`` (batch 1): the lab engine's own interpreter called as LiteRT's users call it,
+  so that ``interface_us_per_call`` isolates what the module's interface adds to LiteRT's invoke.
 
 ``lab_over_reference`` is the issue's ratio (>= 1.0 wanted). Every runtime gets the same threads
 (``--threads``, default 2: LiteRT ``num_threads``, ``torch.set_num_threads``). Inputs: FairFace
@@ -101,8 +103,21 @@ def to_reference_layout(t: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(a.transpose(0, 2, 3, 1) if a.ndim == 4 else a)
 
 
+def bare_interpreter(module, x: torch.Tensor):
+    """The module's LiteRT interpreter called directly (set_tensor, invoke, get_tensor) on ``x``."""
+    engine = module.__dict__["_reference"]
+    interpreter, (index,) = engine._runner(len(x))
+    array, outputs = to_reference_layout(x), [engine.index[n] for n in module.output_names]
+
+    def run():
+        interpreter.set_tensor(index, array)
+        interpreter.invoke()
+        return [interpreter.get_tensor(o) for o in outputs]
+    return run
+
+
 def measure(name: str, data: bytes, tensors: torch.Tensor, n_threads: int) -> dict:
-    """The three runtimes on one model, batch 1 and 16: rates, ratios and differences from the reference."""
+    """The runtimes on one model, batch 1 and 16: rates, ratios and differences from the reference."""
     lab = load_tflite(data, name=name, engine="auto")
     port = load_tflite(data, name=name, engine="torch")
     entry = {}
@@ -122,8 +137,11 @@ def measure(name: str, data: bytes, tensors: torch.Tensor, n_threads: int) -> di
             outs = fn()
             outs = outs if isinstance(outs, tuple) else (outs,)
             diffs[engine] = max(float(np.abs(to_reference_layout(o) - r).max()) for o, r in zip(outs, reference))
+        runtimes = {"reference": run_reference, "lab": run_lab, "torch": run_torch}
+        if batch_size == 1:  # the lab's own interpreter, called as LiteRT's users call it: what the interface costs
+            runtimes["lab_interpreter"] = bare_interpreter(lab, x)
         gc.collect()
-        samples = rates({"reference": run_reference, "lab": run_lab, "torch": run_torch}, batch_size)
+        samples = rates(runtimes, batch_size)
         timed = {k: float(np.median(v)) for k, v in samples.items()}
         entry[f"batch_{batch_size}"] = {
             **{f"{k}_images_per_s": round(v, 1) for k, v in timed.items()},
@@ -133,6 +151,13 @@ def measure(name: str, data: bytes, tensors: torch.Tensor, n_threads: int) -> di
             "lab_engine": lab.engine,
             "max_abs_diff_from_reference": diffs,
         }
+        if batch_size == 1:
+            entry["batch_1"]["lab_interpreter_over_reference"] = ratio(samples["lab_interpreter"], samples["reference"])
+            per_call = 1e6 / np.asarray(samples["lab"]) - 1e6 / np.asarray(samples["lab_interpreter"])
+            entry["batch_1"]["interface_us_per_call"] = {
+                "median": round(float(np.median(per_call)), 1),
+                "range": [round(float(per_call.min()), 1), round(float(per_call.max()), 1)], "n_rounds": len(per_call),
+                "what": "the lab module's call minus a bare call of its own interpreter, paired rounds"}
         del run_reference
     return entry
 
