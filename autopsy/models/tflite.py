@@ -1022,6 +1022,7 @@ class TFLiteModule(nn.Module):
     def _reference_for(self, inputs, names) -> "LiteRTEngine | None":
         """The LiteRT engine if this pass may run there: no gradient wanted, no hooks, the file's weights."""
         reference = self.__dict__.get("_reference")
+        # forward passes self.output_names itself, which LiteRT always keeps: no set to build
         if reference is None or (names is not self.output_names and not set(names) <= reference.available):
             return None
         if torch.is_grad_enabled() and (any(t.requires_grad for t in inputs)
@@ -1110,10 +1111,9 @@ def _weights_in_one_buffer(module: TFLiteModule) -> None:
     """
     entries = [(op, name, tensor) for op in module.ops.values() for d in (op._parameters, op._buffers)
                for name, tensor in d.items() if tensor is not None and tensor.dtype == torch.float32]
-    with torch.inference_mode(False):
-        flat = torch.empty(sum(t.numel() for _, _, t in entries))
     offset = 0
     with torch.inference_mode(False), torch.no_grad():
+        flat = torch.empty(sum(t.numel() for _, _, t in entries))
         for op, name, tensor in entries:
             view = flat[offset:offset + tensor.numel()].view(tensor.shape).copy_(tensor)
             offset += tensor.numel()
@@ -1390,15 +1390,20 @@ def _adapt(data: bytes, extra_outputs: list[int], batch: int) -> bytes:
     return bytes(buffer)
 
 
+def _operators(model, graph, opcode: str):
+    """The subgraph's operators of one kind, in file order."""
+    for k in range(graph.OperatorsLength()):
+        op = graph.Operators(k)
+        if _opcode_name(model, op) == opcode:
+            yield op
+
+
 def _reshape_batch_entries(model, graph) -> list[int]:
     """Byte positions of the first int32 of every RESHAPE target (shape constant or ``new_shape``) that is 1."""
     import tflite
 
     positions = []
-    for k in range(graph.OperatorsLength()):
-        op = graph.Operators(k)
-        if _opcode_name(model, op) != "RESHAPE":
-            continue
+    for op in _operators(model, graph, "RESHAPE"):
         if op.InputsLength() > 1 and op.Inputs(1) >= 0:
             stored = model.Buffers(graph.Tensors(int(op.Inputs(1))).Buffer())
             if stored.DataLength() >= 4:
@@ -1413,30 +1418,37 @@ def _reshape_batch_entries(model, graph) -> list[int]:
 
 
 def _batch_one_constants(model, graph):
-    """(tensor, its stored buffer or None) for each batch-1 constant that a CONCATENATION (on another
-    axis) joins to tensors computed from the images; through a DEQUANTIZE both the float16 constant
-    (with its data) and the DEQUANTIZE's output (shape only) are listed."""
+    """(tensor, its stored buffer or None) for each batch-1 constant that a CONCATENATION on another
+    axis than the batch joins to tensors computed from the images; through a DEQUANTIZE both the
+    float16 constant (with its data) and the DEQUANTIZE's output (shape only) are listed."""
+    import tflite
+
     producers = {int(graph.Operators(k).Outputs(0)): graph.Operators(k) for k in range(graph.OperatorsLength())}
 
-    def constant(index):
+    def constant(index: int):
+        """(tensor, stored buffer) behind ``index``: a constant itself, or a DEQUANTIZE of one; else None."""
         stored = model.Buffers(graph.Tensors(index).Buffer())
-        return stored if stored.DataLength() else None
+        if stored.DataLength():
+            return [(graph.Tensors(index), stored)]
+        producer = producers.get(index)
+        if producer is not None and _opcode_name(model, producer) == "DEQUANTIZE":
+            source = constant(int(producer.Inputs(0)))
+            return source and [(graph.Tensors(index), None), *source]
+        return None
 
     found = []
-    for k in range(graph.OperatorsLength()):
-        op = graph.Operators(k)
-        if _opcode_name(model, op) != "CONCATENATION":
-            continue
-        inputs = [int(v) for v in op.InputsAsNumpy()]
-        for index in inputs:
-            tensor = graph.Tensors(index)
-            if tensor.ShapeLength() < 2 or tensor.Shape(0) != 1:
-                continue
-            producer = producers.get(index)
-            if constant(index) is not None:
-                found.append((tensor, constant(index)))
-            elif producer is not None and _opcode_name(model, producer) == "DEQUANTIZE" and constant(producer.Inputs(0)):
-                found += [(tensor, None), (graph.Tensors(producer.Inputs(0)), constant(producer.Inputs(0)))]
+    for op in _operators(model, graph, "CONCATENATION"):
+        options = tflite.ConcatenationOptions()
+        options.Init(op.BuiltinOptions().Bytes, op.BuiltinOptions().Pos)
+        if options.Axis() % graph.Tensors(int(op.Outputs(0))).ShapeLength() == 0:
+            continue  # joined along the batch: nothing to tile
+        inputs = {int(v): constant(int(v)) for v in op.InputsAsNumpy()}
+        if all(inputs.values()):
+            continue  # constants only: the batch never reaches this op
+        for index, tensors in inputs.items():
+            shape = graph.Tensors(index).ShapeAsNumpy()
+            if tensors and len(shape) >= 2 and shape[0] == 1:
+                found += tensors
     return found
 
 
@@ -1449,9 +1461,8 @@ def _batch_slices(model, graph) -> dict:
     read = {int(i) for k in range(graph.OperatorsLength()) for i in graph.Operators(k).InputsAsNumpy()}
     outputs = {int(i) for i in graph.OutputsAsNumpy()}
     found = {}
-    for k in range(graph.OperatorsLength()):
-        op = graph.Operators(k)
-        if _opcode_name(model, op) != "STRIDED_SLICE" or op.BuiltinOptions() is None:
+    for op in _operators(model, graph, "STRIDED_SLICE"):
+        if op.BuiltinOptions() is None:
             continue
         options = tflite.StridedSliceOptions()
         options.Init(op.BuiltinOptions().Bytes, op.BuiltinOptions().Pos)
